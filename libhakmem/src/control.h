@@ -1,0 +1,84 @@
+// The allocator's view of its control plane: knob values, per-thread counter slots, the
+// shared-memory segment and error reporting. This is the seam between the allocator
+// (tiny/pool/bundle/whale, malloc.cc, ...) and the control side (control.cc, segment.cc,
+// env.cc, stats.cc, api.cc). Neither side reaches into the other's files.
+//
+// Pre-conditions for every function here: may run before main, inside malloc, in a fork
+// child and during exit; none of them calls malloc or takes a lock that malloc holds.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <atomic>
+
+#include "hakmem/proto/segment.h"
+
+namespace hakmem {
+
+// Process-local knob values: the allocator's source of truth, always within the knob's
+// range. Written by control_init (defaults + environment) and control_poll (segment);
+// read with relaxed loads on slow paths, or cached per thread and refreshed when
+// control_poll returns true.
+extern std::atomic<uint64_t> g_knob[proto::kKnobSlots];
+inline uint64_t knob(proto::Knob k) {
+  return g_knob[static_cast<size_t>(k)].load(std::memory_order_relaxed);
+}
+
+// Called once by the allocator's process initialisation, before the first block is handed
+// out. Parses HAKMEM_* from the environment (ignored under AT_SECURE), creates the segment
+// unless shm.enable=0, records the tiny class sizes in it. Idempotent.
+void control_init(const uint32_t* tiny_class_sizes, uint32_t tiny_class_count);
+
+// Per-thread control state, embedded in the allocator's thread heap (zero-initialised).
+struct ThreadCtl {
+  proto::ThreadSlot* slot;    // where this thread's counters go; never null after attach
+  uint64_t seen_generation;   // knob generation this thread last applied
+  uint32_t slot_index;        // index in the segment, or UINT32_MAX for a process-local slot
+};
+
+// A slot nobody reads, for threads that must count somewhere before they are attached
+// (and the static empty heap): the hot path never checks for null.
+proto::ThreadSlot* control_discard_slot();
+
+// Gives the thread a slot of its own in the segment (or a process-local one when the
+// segment is off or full). Call from the thread's first slow path.
+void control_thread_attach(ThreadCtl* ctl);
+// At thread exit: the slot keeps its counts and becomes free for the next thread.
+void control_thread_detach(ThreadCtl* ctl);
+
+// The slow-path tick (call from a countdown, not per operation). If the knob generation in
+// the segment moved since ctl->seen_generation, reloads every knob (clamped) into g_knob,
+// re-targets ctl->slot if stats.enable changed, publishes applied_generation, and returns
+// true so the caller refreshes anything it cached from knobs. Cheap when nothing changed:
+// one acquire load.
+bool control_poll(ThreadCtl* ctl);
+
+// Process-wide counters (mapped bytes, OS calls, cache moves): relaxed fetch_add, for
+// slow paths only.
+void control_add(proto::Tier tier, proto::GlobalCounter c, int64_t delta);
+
+// Per-thread counter helpers for the owning thread: relaxed load + store, no RMW.
+inline void slot_add(std::atomic<uint64_t>& c, uint64_t d) {
+  c.store(c.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+}
+inline void thread_count(ThreadCtl* ctl, proto::Tier t, proto::ThreadCounter c, uint64_t d) {
+  slot_add(ctl->slot->tier[static_cast<size_t>(t)][static_cast<size_t>(c)], d);
+}
+
+// Errors found by the allocator. Reported once per address on stderr ("hakmem: free():
+// invalid pointer 0x..."), counted in the segment, and abort() when debug.abort_on_error=1.
+// `what` names the entry point ("free", "realloc", "malloc_usable_size").
+void control_report_invalid_free(const char* what, const void* p);
+void control_report_double_free(const char* what, const void* p);
+
+// In the child after fork(): the parent's segment stays the parent's; the child gets a
+// segment of its own (fresh counters, the parent's current knob values) and re-attaches
+// the surviving thread's ctl.
+void control_atfork_child(ThreadCtl* surviving_thread);
+
+// The segment currently published (or the process-local stand-in when shm is off): what
+// malloc_stats, malloc_info, mallinfo and the C API summarise with proto::snapshot().
+const proto::Segment& control_segment();
+
+}  // namespace hakmem

@@ -1,0 +1,194 @@
+// Linux implementation of os.h. Raw system calls only: no stdio, no malloc.
+#include "os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+namespace hakmem {
+
+size_t os_page_size() {
+  static size_t page = 0;
+  if (page == 0) {
+    unsigned long p = getauxval(AT_PAGESZ);
+    page = p ? p : 4096;
+  }
+  return page;
+}
+
+void* os_map(size_t size, size_t align, bool populate, int* err) {
+  const size_t page = os_page_size();
+  if (align < page) align = page;
+  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (populate ? MAP_POPULATE : 0);
+  if (size + align < size) { *err = ENOMEM; return nullptr; }
+  // Try the exact size first: the kernel often returns aligned addresses for large maps.
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, flags, -1, 0);
+  if (p == MAP_FAILED) { *err = errno; return nullptr; }
+  if ((reinterpret_cast<uintptr_t>(p) & (align - 1)) == 0) return p;
+  munmap(p, size);
+  // Over-map by `align` and trim both ends.
+  const size_t over = size + align;
+  p = mmap(nullptr, over, PROT_READ | PROT_WRITE, flags & ~MAP_POPULATE, -1, 0);
+  if (p == MAP_FAILED) { *err = errno; return nullptr; }
+  uintptr_t base = reinterpret_cast<uintptr_t>(p);
+  uintptr_t aligned = (base + align - 1) & ~(uintptr_t)(align - 1);
+  if (aligned > base) munmap(p, aligned - base);
+  uintptr_t end = base + over, aend = aligned + size;
+  if (end > aend) munmap(reinterpret_cast<void*>(aend), end - aend);
+  if (populate) os_populate(reinterpret_cast<void*>(aligned), size);
+  return reinterpret_cast<void*>(aligned);
+}
+
+int os_unmap(void* p, size_t size) { return munmap(p, size) == 0 ? 0 : errno; }
+int os_purge(void* p, size_t size) { return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : errno; }
+
+int os_purge_lazy(void* p, size_t size) {
+  if (madvise(p, size, MADV_FREE) == 0) return 0;
+  return os_purge(p, size);
+}
+
+int os_hugepage(void* p, size_t size) { return madvise(p, size, MADV_HUGEPAGE) == 0 ? 0 : errno; }
+
+int os_populate(void* p, size_t size) {
+  static bool no_populate_write = false;
+  if (!no_populate_write) {
+    if (madvise(p, size, MADV_POPULATE_WRITE) == 0) return 0;
+    if (errno != EINVAL) return errno;
+    no_populate_write = true;  // kernel older than 5.14
+  }
+  const size_t page = os_page_size();
+  volatile char* c = static_cast<volatile char*>(p);
+  for (size_t off = 0; off < size; off += page) c[off] = c[off];
+  return 0;
+}
+
+uint64_t os_now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint64_t os_realtime_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+uint32_t os_tid() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
+int32_t os_pid() { return static_cast<int32_t>(syscall(SYS_getpid)); }
+uint32_t os_uid() { return static_cast<uint32_t>(getuid()); }
+bool os_secure() { return getauxval(AT_SECURE) != 0; }
+
+uint64_t os_minor_faults() {
+  rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+  return static_cast<uint64_t>(ru.ru_minflt);
+}
+
+void os_write_stderr(const char* buf, size_t len) {
+  int saved = errno;
+  while (len > 0) {
+    ssize_t n = write(2, buf, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    buf += n;
+    len -= static_cast<size_t>(n);
+  }
+  errno = saved;
+}
+
+void os_abort() {
+  // abort() may take stdio locks; raise SIGABRT directly, then make sure we die.
+  syscall(SYS_tgkill, os_pid(), os_tid(), SIGABRT);
+  _exit(134);
+}
+
+ssize_t os_read_file(const char* path, char* buf, size_t cap) {
+  if (cap == 0) return -EINVAL;
+  int saved = errno;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) { int e = errno; errno = saved; return -e; }
+  size_t got = 0;
+  while (got + 1 < cap) {
+    ssize_t n = read(fd, buf + got, cap - 1 - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int e = errno;
+      close(fd);
+      errno = saved;
+      return -e;
+    }
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  buf[got] = 0;
+  close(fd);
+  errno = saved;
+  return static_cast<ssize_t>(got);
+}
+
+ssize_t os_readlink(const char* path, char* buf, size_t cap) {
+  if (cap == 0) return -EINVAL;
+  int saved = errno;
+  ssize_t n = readlink(path, buf, cap - 1);
+  if (n < 0) { int e = errno; errno = saved; buf[0] = 0; return -e; }
+  buf[n] = 0;
+  return n;
+}
+
+int os_shm_create(const char* path, size_t size, void** out) {
+  int saved = errno;
+  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    // A stale segment of a dead process that had our pid: ours to replace if we own it.
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == getuid()) {
+      unlink(path);
+      fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    }
+  }
+  if (fd < 0) { int e = errno; errno = saved; return e; }
+  // The umask cannot widen 0600, but make the mode explicit in case it narrowed it.
+  fchmod(fd, 0600);
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    int e = errno;
+    close(fd);
+    unlink(path);
+    errno = saved;
+    return e;
+  }
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int e = errno;
+  close(fd);
+  if (p == MAP_FAILED) {
+    unlink(path);
+    errno = saved;
+    return e;
+  }
+  *out = p;
+  errno = saved;
+  return 0;
+}
+
+int os_shm_unlink(const char* path) {
+  int saved = errno;
+  int r = unlink(path) == 0 ? 0 : errno;
+  errno = saved;
+  return r;
+}
+
+}  // namespace hakmem

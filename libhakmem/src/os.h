@@ -1,0 +1,57 @@
+// Platform layer: every system call libhakmem makes goes through here, so policy code
+// (tiers, caches, decay) never calls mmap/madvise directly. Each primitive returns 0 or an
+// errno value (or a pointer / nullptr with *err), never allocates, never touches errno of
+// the caller unless documented, and is safe before main, in fork children and at exit.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+namespace hakmem {
+
+// Page size of the system (4 KiB here; read once from auxv).
+size_t os_page_size();
+
+// Maps `size` bytes of anonymous private read/write memory aligned to `align` (a power of
+// two >= page size). `populate` pre-faults the pages (MAP_POPULATE). Returns nullptr and
+// sets *err (ENOMEM, ...) on failure.
+void* os_map(size_t size, size_t align, bool populate, int* err);
+int os_unmap(void* p, size_t size);
+// Gives the pages back to the OS now; the next touch faults in zero pages (MADV_DONTNEED).
+int os_purge(void* p, size_t size);
+// Lets the OS take the pages back when it needs them (MADV_FREE): cheap, but RSS falls late.
+int os_purge_lazy(void* p, size_t size);
+// Asks for transparent huge pages on the range (MADV_HUGEPAGE).
+int os_hugepage(void* p, size_t size);
+// Faults the pages in now (MADV_POPULATE_WRITE, or touching each page on older kernels).
+int os_populate(void* p, size_t size);
+
+// CLOCK_MONOTONIC / CLOCK_REALTIME in nanoseconds (vDSO: no syscall in the common case).
+uint64_t os_now_ns();
+uint64_t os_realtime_ns();
+uint32_t os_tid();
+int32_t os_pid();
+uint32_t os_uid();
+// True when the process runs setuid/setgid or with capabilities (AT_SECURE): env is ignored.
+bool os_secure();
+// Minor (soft) page faults of the whole process so far.
+uint64_t os_minor_faults();
+
+// Writes all of buf to stderr (fd 2), retrying on EINTR; errors are ignored.
+void os_write_stderr(const char* buf, size_t len);
+[[noreturn]] void os_abort();
+
+// Reads up to cap-1 bytes of a small file (e.g. under /proc) into buf, NUL-terminated.
+// Returns the byte count, or -errno.
+ssize_t os_read_file(const char* path, char* buf, size_t cap);
+// readlink() into buf, NUL-terminated; returns the length or -errno.
+ssize_t os_readlink(const char* path, char* buf, size_t cap);
+
+// Creates `path` with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600, sizes it and maps it shared.
+// A leftover file of an earlier process with the same pid is removed first when it belongs
+// to us (same uid). Returns 0 and *out, or an errno value.
+int os_shm_create(const char* path, size_t size, void** out);
+int os_shm_unlink(const char* path);
+
+}  // namespace hakmem
