@@ -91,7 +91,12 @@ class Session : public std::enable_shared_from_this<Session> {
         read();
         return;
       }
+      const auto t0 = std::chrono::steady_clock::now();
       Outcome out = handler_.handle(line, peer_);
+      if (spdlog::should_log(spdlog::level::debug))
+        spdlog::debug("request from uid {} pid {} handled in {:.2f} ms ({} reply bytes)", peer_.uid, peer_.pid,
+                      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+                      out.reply.size());
       if (out.wait) {
         wait_ = std::move(out.wait);
         poll();
