@@ -52,6 +52,15 @@ void* os_map(size_t size, size_t align, bool populate, int* err) {
 }
 
 int os_unmap(void* p, size_t size) { return munmap(p, size) == 0 ? 0 : errno; }
+
+int os_replace_private(void* p, size_t size) {
+  int saved = errno;
+  void* r = mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                 -1, 0);
+  int e = r == MAP_FAILED ? errno : 0;
+  errno = saved;
+  return e;
+}
 int os_purge(void* p, size_t size) { return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : errno; }
 
 int os_purge_lazy(void* p, size_t size) {
@@ -189,15 +198,6 @@ int os_shm_unlink(const char* path) {
   int r = unlink(path) == 0 ? 0 : errno;
   errno = saved;
   return r;
-}
-
-int os_replace_private(void* p, size_t size) {
-  int saved = errno;
-  void* r = mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-                 -1, 0);
-  int e = r == MAP_FAILED ? errno : 0;
-  errno = saved;
-  return e;
 }
 
 }  // namespace hakmem
