@@ -143,6 +143,21 @@ TEST(ControlEnv, InvalidValuesWarnOnceWithTheRangeAndKeepTheDefault) {
   unset_all_knob_env();
 }
 
+TEST(ControlEnv, AHugeInvalidValueStillGivesOneCompleteLine) {
+  unset_all_knob_env();
+  std::string huge(5000, 'x');
+  setenv("HAKMEM_TINY_CAP", huge.c_str(), 1);
+  uint64_t v[proto::kKnobSlots];
+  testing::internal::CaptureStderr();
+  control_env_load(v);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(count_lines(err), 1) << err;
+  EXPECT_EQ(err.back(), '\n');
+  EXPECT_NE(err.find(std::string(64, 'x') + "...: tiny.cap: not a valid value; must be 0..1024"), std::string::npos)
+      << err;
+  unset_all_knob_env();
+}
+
 // Before libc has set `environ` (the very first malloc), the initial environment is read
 // from /proc/self/environ. ctest starts this test with HAKMEM_TINY_CAP=77 in it.
 TEST(ControlEnv, FallsBackToProcSelfEnvironWithoutEnviron) {
