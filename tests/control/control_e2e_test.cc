@@ -3,6 +3,7 @@
 // Paths come from CMake (HAKMEM_LIB_PATH, PROBE_PATH).
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -74,22 +75,28 @@ class ControlE2E : public ::testing::Test {
   // Runs the probe preloaded with libhakmem, the environment cleared of HAKMEM_* but for
   // the segment dir and `env`.
   ProbeRun run(const std::vector<std::string>& steps, const std::vector<std::string>& env = {}) {
+    return run_exe(PROBE_PATH, true, steps, env, false);
+  }
+  // `as_nobody`: drop to uid/gid 65534 before exec (for setuid binaries).
+  ProbeRun run_exe(const char* exe, bool preload, const std::vector<std::string>& steps,
+                   const std::vector<std::string>& env, bool as_nobody) {
     ProbeRun r;
     FILE* out = tmpfile();
     FILE* err = tmpfile();
     pid_t pid = fork();
     if (pid == 0) {
       for (const auto& k : hakmem::proto::kKnobs) unsetenv(k.env);
-      setenv("LD_PRELOAD", HAKMEM_LIB_PATH, 1);
+      if (preload) setenv("LD_PRELOAD", HAKMEM_LIB_PATH, 1);
       setenv("HAKMEM_SHM_DIR", dir_.c_str(), 1);
       for (const auto& e : env) putenv(strdup(e.c_str()));
       dup2(fileno(out), 1);
       dup2(fileno(err), 2);
+      if (as_nobody && (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0)) _exit(126);
       std::vector<char*> argv;
-      argv.push_back(const_cast<char*>(PROBE_PATH));
+      argv.push_back(const_cast<char*>(exe));
       for (const auto& s : steps) argv.push_back(const_cast<char*>(s.c_str()));
       argv.push_back(nullptr);
-      execv(PROBE_PATH, argv.data());
+      execv(exe, argv.data());
       _exit(127);
     }
     r.pid = pid;
@@ -221,6 +228,43 @@ TEST_F(ControlE2E, KnobSetThroughTheApiReachesTheBlock) {
   EXPECT_EQ(r.num("knob.tiny.cap"), 32);
   EXPECT_EQ(r.num("set_rc"), 3);  // the last one: out of range
   EXPECT_EQ(r.str("set_err"), "tiny.cap: out of range (4096); must be 0..1024");
+}
+
+TEST_F(ControlE2E, LinkedCProgramUsesTheApiAndEnv) {
+  ProbeRun r = run_exe(LINKED_PROBE_PATH, false, {}, {"HAKMEM_TINY_CAP=64"}, false);
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("knob.tiny.cap"), 64);
+  EXPECT_EQ(r.num("shared"), 1);
+  EXPECT_EQ(r.str("path").rfind(dir_ + "/hakmem.", 0), 0u) << r.str("path");
+  EXPECT_EQ(r.str("version"), HAKMEM_VERSION_EXPECTED);
+}
+
+// A setuid program must not be steered by its caller's environment (AT_SECURE): the knobs
+// keep their defaults, no warning is printed, and HAKMEM_SHM_DIR is ignored too.
+TEST_F(ControlE2E, EnvironmentIsIgnoredInSetuidPrograms) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to make a setuid copy";
+  ASSERT_EQ(chmod(dir_.c_str(), 0755), 0);
+  const std::string exe = dir_ + "/linked_probe_setuid";
+  {
+    std::string cmd = std::string("cp ") + LINKED_PROBE_PATH + " " + exe;
+    ASSERT_EQ(system(cmd.c_str()), 0);
+  }
+  ASSERT_EQ(chown(exe.c_str(), 0, 0), 0);
+  ASSERT_EQ(chmod(exe.c_str(), 04755), 0);
+  ProbeRun r = run_exe(exe.c_str(), false, {},
+                       {"HAKMEM_TINY_CAP=64", "HAKMEM_TINY_PREWARM=bogus", "HAKMEM_SHM=0"}, true);
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("knob.tiny.cap"), 0);
+  EXPECT_EQ(r.num("knob.shm.enable"), 1);
+  EXPECT_EQ(r.err, "") << "no warnings for ignored variables";
+  // The segment went to the default dir, not the one the caller chose; gone at exit.
+  EXPECT_EQ(r.str("path").rfind("/dev/shm/hakmem.65534.", 0), 0u) << r.str("path");
+  EXPECT_NE(access(r.str("path").c_str(), F_OK), 0);
+  unlink(exe.c_str());
+  // And the same binary without setuid honours the environment.
+  ProbeRun plain = run_exe(LINKED_PROBE_PATH, false, {}, {"HAKMEM_TINY_CAP=64"}, true);
+  ASSERT_RAN(plain);
+  EXPECT_EQ(plain.num("knob.tiny.cap"), 64);
 }
 
 }  // namespace
