@@ -2,6 +2,9 @@
 #include "os.h"
 
 #include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <string.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -198,6 +201,31 @@ int os_shm_unlink(const char* path) {
   int r = unlink(path) == 0 ? 0 : errno;
   errno = saved;
   return r;
+}
+
+void os_futex_wait(const void* addr, uint32_t expected) {
+  int saved = errno;
+  syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+  errno = saved;
+}
+
+void os_futex_wake(const void* addr, int n) {
+  int saved = errno;
+  syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
+  errno = saved;
+}
+
+void os_yield() { sched_yield(); }
+
+uint64_t os_random_seed() {
+  uint64_t r[2] = {0, 0};
+  const void* at = reinterpret_cast<const void*>(getauxval(AT_RANDOM));
+  if (at) memcpy(r, at, sizeof(r));
+  uint64_t x = r[0] ^ (r[1] * 0x9e3779b97f4a7c15ull) ^ os_now_ns();
+  // splitmix64 finaliser: every input bit affects every output bit.
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
 }
 
 }  // namespace hakmem

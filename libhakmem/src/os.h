@@ -57,4 +57,15 @@ ssize_t os_readlink(const char* path, char* buf, size_t cap);
 int os_shm_create(const char* path, size_t size, void** out);
 int os_shm_unlink(const char* path);
 
+// --- Added by the allocator (compatible extension) ---
+// Blocks while *addr == expected (process-private futex); spurious wake-ups are allowed.
+void os_futex_wait(const void* addr, uint32_t expected);
+// Wakes up to n waiters blocked on addr.
+void os_futex_wake(const void* addr, int n);
+// Gives the CPU to another runnable thread.
+void os_yield();
+// 64 random bits from the kernel's per-exec AT_RANDOM block, mixed with the clock: seeds
+// the free-list cookies without a syscall that could fail this early.
+uint64_t os_random_seed();
+
 }  // namespace hakmem
