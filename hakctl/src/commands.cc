@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "client.h"
+#include "hakmem/proto/knobs.h"
 #include "hakmem/proto/protocol.h"
 #include "views.h"
 
@@ -63,6 +64,39 @@ void write_out(const std::string& text) {
     if (errno == EPIPE) throw BrokenPipe{};
     throw CliError(Exit::DaemonError, std::string("cannot write the output: ") + strerror(errno));
   }
+}
+
+int run_complete(const std::vector<std::string>& args) {
+  const std::string what = args.empty() ? "" : args[0];
+  std::string out;
+  if (what == "commands") {
+    for (const auto& c : command_names()) out += c + "\n";
+  } else if (what == "flags") {
+    for (const auto& f : command_flags(args.size() > 1 ? args[1] : "")) out += f + "\n";
+  } else if (what == "knobs") {
+    const bool live_only = args.size() > 1 && args[1] == "--live";
+    for (const auto& k : hakmem::proto::kKnobs)
+      if (!live_only || k.mode == hakmem::proto::KnobMode::Live) out += std::string(k.name) + "\n";
+  } else if (what == "pids") {
+    Options o;
+    for (size_t i = 1; i < args.size(); i++) {
+      if (args[i] == "--socket" && i + 1 < args.size()) o.socket = args[++i];
+      else if (args[i].rfind("--socket=", 0) == 0) o.socket = args[i].substr(9);
+    }
+    try {
+      Client c(socket_path(o), 0.5);  // a prompt must not wait on a stuck daemon
+      const json r = c.call_ok({{"cmd", "ps"}});
+      if (r.contains("processes") && r["processes"].is_array())
+        for (const json& p : r["processes"])
+          if (p.is_object() && p.contains("pid")) out += p["pid"].dump() + "\n";
+    } catch (const CliError&) {
+    }
+  }
+  try {
+    write_out(out);
+  } catch (const BrokenPipe&) {
+  }
+  return 0;
 }
 
 std::string socket_path(const Options& o) {

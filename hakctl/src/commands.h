@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "args.h"
 
@@ -17,6 +18,10 @@ void write_out(const std::string& text);
 int run(const Options& o);
 // stats --watch (watch.cc).
 int run_watch(const Options& o);
+
+// `hakctl __complete commands | flags [COMMAND] | knobs [--live] | pids [--socket PATH]`:
+// words for the bash completion, one per line; quiet and exit 0 on any failure.
+int run_complete(const std::vector<std::string>& args);
 
 // The socket path hakctl uses: --socket, else $HAKMEM_SOCKET, else the per-user default.
 std::string socket_path(const Options& o);

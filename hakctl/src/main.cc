@@ -3,6 +3,9 @@
 #include <signal.h>
 #include <stdio.h>
 
+#include <string>
+#include <vector>
+
 #include "args.h"
 #include "client.h"
 #include "commands.h"
@@ -12,6 +15,8 @@ int main(int argc, char** argv) {
   // Writes to a closed pipe must return EPIPE (handled as a quiet exit), not kill us.
   signal(SIGPIPE, SIG_IGN);
   try {
+    if (argc >= 2 && std::string(argv[1]) == "__complete")  // for the bash completion script
+      return hakctl::run_complete(std::vector<std::string>(argv + 2, argv + argc));
     const hakctl::Options o = hakctl::parse_args(std::vector<std::string>(argv + 1, argv + argc));
     return hakctl::run(o);
   } catch (const hakctl::CliError& e) {

@@ -219,3 +219,20 @@ TEST(Binary, WatchEndsCleanlyWhenThePipeCloses) {
   c.out_fd = -1;
   EXPECT_EQ(c.wait(), 0);  // EPIPE on the next snapshot ends it, no SIGPIPE death
 }
+
+TEST(Binary, CompletionWordsComeFromTheTables) {
+  RunResult r = hakctl({"__complete", "knobs"});
+  EXPECT_EQ(r.status, 0);
+  EXPECT_TRUE(contains(r.out, "tiny.cap\n"));
+  EXPECT_TRUE(contains(r.out, "stats.print\n"));
+  r = hakctl({"__complete", "knobs", "--live"});
+  EXPECT_FALSE(contains(r.out, "stats.print\n"));  // restart-only
+  r = hakctl({"__complete", "commands"});
+  EXPECT_EQ(r.out, "ps\nstats\nget\nset\nknobs\nversion\nhelp\n");
+  FakeDaemon d;
+  r = hakctl({"__complete", "pids", "--socket", d.srv.path()});
+  EXPECT_EQ(r.out, "4242\n");
+  r = hakctl({"__complete", "pids", "--socket", "/nonexistent/x.sock"});
+  EXPECT_EQ(r.status, 0);  // a prompt never sees errors
+  EXPECT_TRUE(r.out.empty() && r.err.empty());
+}
