@@ -1,11 +1,18 @@
 // Hot-path micro benchmarks (Google Benchmark): the tiny malloc+free pair per size class, a
 // small batch (magazine push/pop depth), and new/delete. The binary uses the process
-// allocator, so bench/run measures each allocator by preloading it; stats on/off and site
-// rules off/on are measured by running hakmem with HAKMEM_STATS_ENABLE / HAKMEM_SITE_RULES.
+// allocator, so bench/run measures each allocator by preloading it.
+//
+// When libhakmem is the process allocator (its C API is found with dlsym), the pair is also
+// measured with stats publishing off/on and site rules off/on, switched in-process through
+// hakmem_knob_set: same process, same heap, only the knob differs. bench/run additionally
+// runs whole processes with HAKMEM_STATS_ENABLE / HAKMEM_SITE_RULES set.
 #include <benchmark/benchmark.h>
+#include <dlfcn.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <new>
+#include <string>
 
 namespace {
 
@@ -51,6 +58,45 @@ void BM_NewDelete32(benchmark::State& state) {
 }
 BENCHMARK(BM_NewDelete32);
 
+using KnobSetFn = int (*)(const char*, const char*, char*, size_t);
+KnobSetFn g_knob_set = nullptr;
+
+// The 32 B pair with one hakmem knob forced to a value for the duration of the benchmark.
+void BM_HakmemKnob(benchmark::State& state, const char* knob, const char* value, const char* restore) {
+  char err[160];
+  if (g_knob_set(knob, value, err, sizeof(err)) != 0) {
+    state.SkipWithError(err);
+    return;
+  }
+  // A knob write reaches a thread at its next slow path: churn once so the timed loop runs
+  // with the new value in effect.
+  for (int i = 0; i < 100000; ++i) {
+    void* p = std::malloc(32 + (i & 511));
+    benchmark::DoNotOptimize(p);
+    std::free(p);
+  }
+  for (auto _ : state) {
+    void* p = std::malloc(32);
+    benchmark::DoNotOptimize(p);
+    std::free(p);
+    benchmark::ClobberMemory();
+  }
+  g_knob_set(knob, restore, err, sizeof(err));
+}
+
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  g_knob_set = reinterpret_cast<KnobSetFn>(dlsym(RTLD_DEFAULT, "hakmem_knob_set"));
+  if (g_knob_set) {
+    benchmark::RegisterBenchmark("BM_HakmemPair32/stats.enable=0", BM_HakmemKnob, "stats.enable", "0", "1");
+    benchmark::RegisterBenchmark("BM_HakmemPair32/stats.enable=1", BM_HakmemKnob, "stats.enable", "1", "1");
+    benchmark::RegisterBenchmark("BM_HakmemPair32/site.rules=0", BM_HakmemKnob, "site.rules", "0", "0");
+    benchmark::RegisterBenchmark("BM_HakmemPair32/site.rules=1", BM_HakmemKnob, "site.rules", "1", "0");
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

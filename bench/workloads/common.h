@@ -97,9 +97,9 @@ inline Args parse_args(int argc, char** argv, const char* usage_extra = "") {
   return a;
 }
 
-inline uint64_t now_ns() {
+inline uint64_t now_ns(clockid_t clock = CLOCK_MONOTONIC) {
   timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
+  clock_gettime(clock, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
@@ -130,17 +130,22 @@ class Timer {
  public:
   void start() {
     faults0_ = minor_faults();
+    cpu0_ = now_ns(CLOCK_PROCESS_CPUTIME_ID);
     t0_ = now_ns();
   }
   void stop() {
     t1_ = now_ns();
+    cpu1_ = now_ns(CLOCK_PROCESS_CPUTIME_ID);
     faults1_ = minor_faults();
   }
+  // Wall time: the figure compared. CPU time (all threads, user+sys) shows how much of it
+  // was waiting (locks, a busy machine) rather than working.
   uint64_t ns() const { return t1_ - t0_; }
+  uint64_t cpu_ns() const { return cpu1_ - cpu0_; }
   long faults() const { return faults1_ - faults0_; }
 
  private:
-  uint64_t t0_ = 0, t1_ = 0;
+  uint64_t t0_ = 0, t1_ = 0, cpu0_ = 0, cpu1_ = 0;
   long faults0_ = 0, faults1_ = 0;
 };
 
@@ -150,14 +155,15 @@ inline void escape(void* p) { asm volatile("" : : "g"(p) : "memory"); }
 
 // The one line the runner parses: "hakmem-bench key=value ...".
 //   value / unit : the workload's time metric (ns per iteration, per object or per op)
-//   ops          : iterations measured;  time_ns: timed part;  faults: minor faults in it
+//   ops          : iterations measured;  time_ns / cpu_ns: wall / CPU time of the timed part
+//   faults       : minor faults in the timed part
 //   peak_rss_kib : VmHWM at the end (after the timed part, before exit)
 //   checksum     : allocator-independent result of the computation
 inline void report(const char* name, const Timer& t, long ops, const char* unit, uint64_t checksum) {
   const double per_op = ops > 0 ? static_cast<double>(t.ns()) / static_cast<double>(ops) : 0.0;
-  std::printf("hakmem-bench name=%s value=%.3f unit=%s ops=%ld time_ns=%" PRIu64
+  std::printf("hakmem-bench name=%s value=%.3f unit=%s ops=%ld time_ns=%" PRIu64 " cpu_ns=%" PRIu64
               " faults=%ld faults_per_op=%.4f peak_rss_kib=%ld checksum=%016" PRIx64 "\n",
-              name, per_op, unit, ops, t.ns(), t.faults(),
+              name, per_op, unit, ops, t.ns(), t.cpu_ns(), t.faults(),
               ops > 0 ? static_cast<double>(t.faults()) / static_cast<double>(ops) : 0.0, peak_rss_kib(),
               checksum);
   std::fflush(stdout);
