@@ -107,28 +107,32 @@ inline constexpr int kSkip = 77;
 // When HAKMEM_EXPECT=1 (set by ctest next to LD_PRELOAD), refuses to run unless this
 // process's malloc really resolves into libhakmem: a preload the loader ignored, or a
 // library that does not interpose malloc, would otherwise pass every test against glibc.
+inline bool in_libhakmem(void* sym) {
+  Dl_info info{};
+  return sym != nullptr && dladdr(sym, &info) != 0 && info.dli_fname != nullptr &&
+         strstr(info.dli_fname, "libhakmem") != nullptr;
+}
 inline void require_hakmem_if_expected() {
   const char* e = getenv("HAKMEM_EXPECT");
   if (e == nullptr || strcmp(e, "1") != 0) return;
-  Dl_info info{};
   void* m = dlsym(RTLD_DEFAULT, "malloc");
-  if (m != nullptr && dladdr(m, &info) != 0 && info.dli_fname != nullptr && strstr(info.dli_fname, "libhakmem")) return;
+  if (in_libhakmem(m)) return;
   const char* pre = getenv("LD_PRELOAD");
   if (pre != nullptr) {
+    // dlsym on the handle also searches the library's dependencies (libc): only a malloc
+    // that lives in libhakmem itself counts.
     void* h = dlopen(pre, RTLD_NOW | RTLD_NOLOAD);
-    if (h != nullptr && dlsym(h, "malloc") == nullptr) {
+    if (h != nullptr && !in_libhakmem(dlsym(h, "malloc"))) {
       fprintf(stderr, "SKIP: %s does not define malloc yet\n", pre);
       exit(kSkip);
     }
   }
+  Dl_info info{};
+  if (m) dladdr(m, &info);
   fail("HAKMEM_EXPECT=1 but malloc resolves to %s, not libhakmem (LD_PRELOAD=%s)",
        info.dli_fname ? info.dli_fname : "?", pre ? pre : "(unset)");
 }
-inline bool hakmem_active() {
-  Dl_info info{};
-  void* m = dlsym(RTLD_DEFAULT, "malloc");
-  return m != nullptr && dladdr(m, &info) != 0 && info.dli_fname != nullptr && strstr(info.dli_fname, "libhakmem");
-}
+inline bool hakmem_active() { return in_libhakmem(dlsym(RTLD_DEFAULT, "malloc")); }
 
 // The process's own shared-memory segment, mapped read/write: the stress and fault tests
 // play hakmemd (or a hostile writer) against themselves.
