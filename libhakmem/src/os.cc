@@ -191,4 +191,13 @@ int os_shm_unlink(const char* path) {
   return r;
 }
 
+int os_replace_private(void* p, size_t size) {
+  int saved = errno;
+  void* r = mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                 -1, 0);
+  int e = r == MAP_FAILED ? errno : 0;
+  errno = saved;
+  return e;
+}
+
 }  // namespace hakmem

@@ -53,5 +53,8 @@ ssize_t os_readlink(const char* path, char* buf, size_t cap);
 // to us (same uid). Returns 0 and *out, or an errno value.
 int os_shm_create(const char* path, size_t size, void** out);
 int os_shm_unlink(const char* path);
+// Replaces the mapping at [p, p+size) with private zero pages (MAP_FIXED): used in a fork
+// child to stop sharing its parent's segment while stale pointers into it stay harmless.
+int os_replace_private(void* p, size_t size);
 
 }  // namespace hakmem

@@ -1,0 +1,57 @@
+// Private seams between the control-plane files (control.cc, env.cc, segment.cc, stats.cc,
+// api.cc). The allocator uses control.h only; nothing here is for it.
+//
+// Same pre-conditions as control.h: no allocation, no locks malloc could hold, safe before
+// main, in fork children and during exit.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "control.h"
+#include "hakmem/proto/knobs.h"
+#include "hakmem/proto/segment.h"
+
+namespace hakmem {
+
+// ---- env.cc -------------------------------------------------------------------------
+// Value of environment variable `name`, or nullptr (also under AT_SECURE: a setuid
+// program must not be steered by its caller's environment). Uses `environ` when libc has
+// set it up, else a copy of /proc/self/environ read once into a static buffer.
+const char* control_env_get(const char* name);
+// Fills values[] with each knob's default, overridden by a valid HAKMEM_* variable; an
+// invalid one prints one warning naming the allowed range and keeps the default.
+// Returns the mask of knobs set from the environment (bit = knob index).
+uint64_t control_env_load(uint64_t values[proto::kKnobSlots]);
+// Parses one knob value exactly as env and the C API do; on failure writes a one-line
+// reason that names the allowed range into err (may be null). `source` prefixes the text
+// ("HAKMEM_TINY_CAP=abc" or "tiny.cap=abc").
+proto::ParseError control_knob_parse(const proto::KnobInfo& k, const char* text, uint64_t* out,
+                                     char* err, size_t err_cap);
+// Resets the cached /proc/self/environ copy (tests only).
+void control_env_reset_for_test();
+
+// ---- segment.cc ---------------------------------------------------------------------
+// The segment in use; never null (the process-local stand-in until/unless shm works).
+proto::Segment* control_segment_ptr();
+// True when the segment in use is a file in the shm dir that hakmemd can read.
+bool control_segment_is_shared();
+// Its path (empty when not shared).
+const char* control_segment_path();
+// Creates and publishes the segment (or falls back to the local one): header, tiny class
+// sizes, knob block from g_knob and env_mask, `ready` last. `shared` = shm.enable.
+void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_t tiny_class_count,
+                          uint64_t env_mask, uint64_t generation);
+// In a fork child: give the child a segment of its own and detach from the parent's.
+void control_segment_reopen_in_child();
+// Unlinks the file if this process created it (exit, tests).
+void control_segment_close();
+
+// ---- control.cc ---------------------------------------------------------------------
+// Applies a knob value written by this process (the C API): value then generation++ in
+// the segment, and g_knob at once.
+void control_knob_store(proto::Knob k, uint64_t value);
+// Forgets reported addresses (tests only).
+void control_reset_reports_for_test();
+
+}  // namespace hakmem

@@ -1,0 +1,200 @@
+// The process's shared-memory segment: creation, header, fork, removal at exit.
+//
+// Invariant: control_segment_ptr() is never null. Until the segment exists, and whenever
+// shm is off or its creation failed, a process-local Segment in .bss stands in, so
+// counters, mallinfo and the C API work the same either way (only hakmemd cannot see it).
+#include <errno.h>
+#include <string.h>
+
+#include <atomic>
+
+#include "control_internal.h"
+#include "fmt.h"
+#include "os.h"
+
+#ifndef HAKMEM_VERSION
+#define HAKMEM_VERSION "unknown"
+#endif
+
+namespace hakmem {
+
+using proto::Segment;
+
+namespace {
+
+// .bss: costs address space only until a page is touched.
+Segment g_local;
+std::atomic<Segment*> g_seg{&g_local};
+bool g_shared = false;
+// Who created the file: a fork child (or a clone without atfork handlers) must not
+// unlink its parent's segment.
+int32_t g_owner_pid = 0;
+char g_path[4096];
+
+// Field 22 (starttime, clock ticks since boot) of /proc/self/stat. The command name
+// (field 2) may contain spaces and ')', so count fields from the last ')'.
+uint64_t read_start_time() {
+  char buf[1024];
+  ssize_t n = os_read_file("/proc/self/stat", buf, sizeof buf);
+  if (n <= 0) return 0;
+  const char* p = nullptr;
+  for (ssize_t i = 0; i < n; i++)
+    if (buf[i] == ')') p = buf + i;
+  if (p == nullptr) return 0;
+  p++;
+  // After ')' comes field 3; field 22 is the 20th token from here.
+  for (int field = 3; field < 22; field++) {
+    while (*p == ' ') p++;
+    while (*p && *p != ' ') p++;
+  }
+  while (*p == ' ') p++;
+  uint64_t v = 0;
+  for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + static_cast<uint64_t>(*p - '0');
+  return v;
+}
+
+void copy_str(char* dst, size_t cap, const char* src) {
+  size_t i = 0;
+  for (; src[i] && i + 1 < cap; i++) dst[i] = src[i];
+  dst[i] = 0;
+}
+
+void fill_header(Segment* s, const uint32_t* tiny_class_sizes, uint32_t tiny_class_count) {
+  proto::SegmentHeader& h = s->header;
+  h.magic = proto::kMagic;
+  h.layout_version = proto::kLayoutVersion;
+  h.header_size = sizeof(proto::SegmentHeader);
+  h.segment_size = sizeof(Segment);
+  h.pid = os_pid();
+  h.uid = os_uid();
+  h.start_time_ticks = read_start_time();
+  h.created_unix_ns = os_realtime_ns();
+  if (os_readlink("/proc/self/exe", h.exe, sizeof h.exe) < 0) h.exe[0] = 0;
+  ssize_t n = os_read_file("/proc/self/cmdline", h.cmdline, sizeof h.cmdline);
+  if (n < 0) n = 0;
+  // argv is NUL-separated; join with spaces and drop the trailing separator.
+  for (ssize_t i = 0; i < n; i++)
+    if (h.cmdline[i] == 0) h.cmdline[i] = ' ';
+  while (n > 0 && h.cmdline[n - 1] == ' ') n--;
+  h.cmdline[n] = 0;
+  copy_str(h.lib_version, sizeof h.lib_version, HAKMEM_VERSION);
+  if (tiny_class_count > proto::kMaxTinyClasses) tiny_class_count = proto::kMaxTinyClasses;
+  if (tiny_class_sizes != s->header.tiny_class_size) {
+    for (uint32_t c = 0; c < tiny_class_count; c++) h.tiny_class_size[c] = tiny_class_sizes[c];
+  }
+  h.tiny_class_count = tiny_class_count;
+}
+
+void fill_knobs(Segment* s, uint64_t env_mask, uint64_t generation) {
+  proto::KnobBlock& k = s->knobs;
+  for (size_t i = 0; i < proto::kKnobSlots; i++)
+    k.value[i].store(g_knob[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
+  k.env_mask.store(env_mask, std::memory_order_relaxed);
+  k.applied_generation.store(generation, std::memory_order_relaxed);
+  k.applied_unix_ns.store(os_realtime_ns(), std::memory_order_relaxed);
+  k.generation.store(generation, std::memory_order_release);
+}
+
+// Zeroes everything a process writes at run time (the parent's figures must not show up
+// as the child's when the local stand-in is inherited through fork).
+void clear_runtime(Segment* s) {
+  memset(static_cast<void*>(&s->global), 0, sizeof s->global);
+  memset(static_cast<void*>(&s->rules), 0, sizeof s->rules);
+  memset(static_cast<void*>(s->sites), 0, sizeof s->sites);
+  memset(static_cast<void*>(s->threads), 0, sizeof s->threads);
+}
+
+// Creates the file and fills it; on any failure returns the local stand-in.
+// `in_child`: after fork, so whatever the local stand-in holds is the parent's.
+Segment* create(bool shared, const uint32_t* sizes, uint32_t count, uint64_t env_mask,
+                uint64_t generation, bool in_child) {
+  Segment* s = &g_local;
+  g_shared = false;
+  g_path[0] = 0;
+  if (shared) {
+    const char* dir = control_env_get(proto::kShmDirEnv);
+    if (dir == nullptr || *dir == 0) dir = proto::kDefaultShmDir;
+    char path[sizeof g_path];
+    void* mem = nullptr;
+    int err = 0;
+    if (!proto::segment_path(dir, os_uid(), os_pid(), path, sizeof path)) {
+      err = ENAMETOOLONG;
+    } else {
+      err = os_shm_create(path, sizeof(Segment), &mem);
+    }
+    if (err == 0) {
+      s = static_cast<Segment*>(mem);  // fresh file: all zero
+      copy_str(g_path, sizeof g_path, path);
+      g_shared = true;
+      g_owner_pid = os_pid();
+    } else {
+      char line[512];
+      FmtBuf b(line, sizeof line);
+      b.str("hakmem: cannot create the stats segment in ").str(dir).str(" (errno ").i64(err)
+          .str("); running without it (hakmemd will not see this process)\n");
+      b.write_stderr();
+    }
+  }
+  if (s == &g_local) {
+    if (in_child) clear_runtime(s);
+  } else if (!in_child) {
+    // Process-wide counts taken before the segment existed (the allocator's first maps).
+    for (size_t t = 0; t < proto::kTierCount; t++)
+      for (size_t c = 0; c < proto::kGlobalCounterCount; c++)
+        s->global.tier[t][c].store(g_local.global.tier[t][c].load(std::memory_order_relaxed),
+                                   std::memory_order_relaxed);
+  }
+  fill_header(s, sizes, count);
+  fill_knobs(s, env_mask, generation);
+  // Readers trust nothing above until they see ready == 1.
+  s->header.ready.store(1, std::memory_order_release);
+  return s;
+}
+
+}  // namespace
+
+Segment* control_segment_ptr() { return g_seg.load(std::memory_order_acquire); }
+bool control_segment_is_shared() { return g_shared; }
+const char* control_segment_path() { return g_path; }
+
+void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_t tiny_class_count,
+                          uint64_t env_mask, uint64_t generation) {
+  Segment* s = create(shared, tiny_class_sizes, tiny_class_count, env_mask, generation, false);
+  g_seg.store(s, std::memory_order_release);
+}
+
+void control_segment_reopen_in_child() {
+  Segment* old = g_seg.load(std::memory_order_acquire);
+  const bool was_shared = g_shared;
+  uint32_t sizes[proto::kMaxTinyClasses];
+  uint32_t count = old->header.tiny_class_count;
+  if (count > proto::kMaxTinyClasses) count = proto::kMaxTinyClasses;
+  for (uint32_t c = 0; c < count; c++) sizes[c] = old->header.tiny_class_size[c];
+  const uint64_t env_mask = old->knobs.env_mask.load(std::memory_order_relaxed);
+  const uint64_t generation = old->knobs.generation.load(std::memory_order_acquire);
+  const bool want_shared = knob(proto::Knob::ShmEnable) != 0;
+
+  Segment* s = create(want_shared, sizes, count, env_mask, generation, true);
+  g_seg.store(s, std::memory_order_release);
+  if (was_shared && old != s) {
+    // The child must never write into its parent's segment. Replace the shared mapping
+    // with private zero pages rather than unmapping it: pointers the allocator may still
+    // hold for threads that did not survive the fork then write into harmless memory.
+    os_replace_private(old, sizeof(Segment));
+  }
+}
+
+void control_segment_close() {
+  if (g_shared && g_owner_pid == os_pid() && g_path[0]) {
+    os_shm_unlink(g_path);
+    g_path[0] = 0;
+    g_shared = false;
+  }
+}
+
+// At exit (and dlclose): remove the file so hakmemd stops listing the process. The mapping
+// stays: destructors running after this one may still allocate and count. A destructor,
+// not atexit(): registering with atexit can allocate.
+__attribute__((destructor(200))) static void control_segment_at_exit() { control_segment_close(); }
+
+}  // namespace hakmem
