@@ -113,7 +113,8 @@ bool wait_applied(uint64_t gen) {
   static const size_t sizes[] = {24, 200, 4096, 20000, 100000, 2u << 20};
   for (int i = 0; i < 200000; i++) {
     if (seg().knobs.applied_generation.load(std::memory_order_acquire) >= gen) return true;
-    void* p = malloc(sizes[i % 6]);
+    // Through a volatile: the compiler may not elide the pair.
+    void* volatile p = malloc(sizes[i % 6]);
     free(p);
   }
   return seg().knobs.applied_generation.load(std::memory_order_acquire) >= gen;
@@ -190,7 +191,7 @@ int main(int argc, char** argv) {
       continue;
     }
     if (!strcmp(cmd, "usable")) {
-      void* p = malloc(strtoull(a, nullptr, 0));
+      void* volatile p = malloc(strtoull(a, nullptr, 0));
       printf("usable %zu\n", malloc_usable_size(p));
       free(p);
       continue;
