@@ -1,9 +1,10 @@
 // daemon_load_probe: the daemon's cost figures (issue 5: stats over 200 live processes
 // <= 100 ms, daemon RSS <= 20 MiB). Not a test: it prints measurements, asserts nothing.
-//   daemon_load_probe [PROCESSES=200] [THREADS_PER_PROCESS=8]
+//   daemon_load_probe [PROCESSES=200] [THREADS_PER_PROCESS=8] [LIBHAKMEM.so]
 // Starts PROCESSES sleeping children, each with a segment (THREADS_PER_PROCESS used thread
-// slots, 32 tiny classes, counters filled), the real hakmemd on a private socket, waits for
-// discovery, then times `stats` (all processes) over the socket and reads the daemon's VmRSS.
+// slots, 32 tiny classes, counters filled) -- or, given the library, PROCESSES real `sleep`
+// processes with it preloaded --, the real hakmemd on a private socket, waits for discovery,
+// then times `stats` (all processes) over the socket and reads the daemon's VmRSS.
 #include <algorithm>
 #include <memory>
 
@@ -12,11 +13,11 @@
 using namespace hakmem_test;
 namespace proto = hakmem::proto;
 
-static uint64_t vm_rss_kib(pid_t pid) {
+static uint64_t status_kib(pid_t pid, const char* key) {
   std::ifstream f("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6));
+    if (line.rfind(key, 0) == 0) return std::stoull(line.substr(strlen(key)));
   return 0;
 }
 
@@ -30,7 +31,26 @@ int main(int argc, char** argv) {
   }
   std::vector<std::unique_ptr<Sleeper>> procs;
   std::vector<std::unique_ptr<FakeSegment>> segs;
-  for (int i = 0; i < n; i++) {
+  const char* lib = argc > 3 ? argv[3] : nullptr;
+  std::vector<pid_t> real;
+  struct Reaper {
+    std::vector<pid_t>& pids;
+    ~Reaper() {
+      for (pid_t p : pids) kill(p, SIGKILL);
+      for (pid_t p : pids) waitpid(p, nullptr, 0);
+    }
+  } reaper{real};
+  for (int i = 0; lib && i < n; i++) {
+    pid_t p = fork();
+    if (p == 0) {
+      setenv("LD_PRELOAD", lib, 1);
+      setenv("HAKMEM_SHM_DIR", d.shm().c_str(), 1);
+      execlp("sleep", "sleep", "600", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    real.push_back(p);
+  }
+  for (int i = 0; !lib && i < n; i++) {
     procs.push_back(std::make_unique<Sleeper>());
     auto s = std::make_unique<FakeSegment>(d.shm(), procs.back()->pid());
     auto& seg = s->seg();
@@ -70,10 +90,11 @@ int main(int argc, char** argv) {
   std::sort(ms.begin(), ms.end());
   // Also one metrics-style pass worth of ps calls, then the RSS after all that work.
   for (int i = 0; i < 5; i++) c.call({{"cmd", "ps"}});
-  printf("processes=%d threads_per_process=%d\n", n, threads);
+  printf("processes=%d %s\n", n, lib ? "(real, preloaded)" : ("(fake segments, threads_per_process=" + std::to_string(threads) + ")").c_str());
   printf("stats (all) round trip: min %.1f ms, median %.1f ms, max %.1f ms; reply %zu bytes\n", ms.front(),
          ms[ms.size() / 2], ms.back(), bytes);
-  printf("hakmemd VmRSS: %.1f MiB\n", static_cast<double>(vm_rss_kib(d.pid())) / 1024.0);
+  printf("hakmemd VmRSS: %.1f MiB (peak VmHWM %.1f MiB)\n", static_cast<double>(status_kib(d.pid(), "VmRSS:")) / 1024.0,
+         static_cast<double>(status_kib(d.pid(), "VmHWM:")) / 1024.0);
   if (getenv("PROBE_LOG")) fputs(d.log().c_str(), stdout);
   if (getenv("PROBE_STATUS")) {
     std::string cmd = "grep -E 'Rss|VmHWM' /proc/" + std::to_string(d.pid()) + "/status";
