@@ -16,22 +16,13 @@ using proto::ThreadCounter;
 
 namespace {
 
-// Units of the run p heads, or 0 when p is not the head of a run in use.
-uint32_t run_units(const void* p) {
-  uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  if (a & (kUnitSize - 1)) return 0;
-  const BundleChunk* ch = bundle_chunk_of(p);
-  uint32_t u = static_cast<uint32_t>((a & kChunkMask) >> kUnitShift);
-  if (u == 0 || ch->state[u] != kUnitHead) return 0;
-  return ch->run[u];
-}
-
-uint32_t bin_cap(uint32_t units) { return units <= 8 ? 8 : (units <= 32 ? 4 : 2); }
 
 }  // namespace
 
+uint32_t bundle_bin_cap(uint32_t units) { return units <= 8 ? 8 : (units <= 32 ? 4 : 2); }
+
 size_t bundle_usable(const void* p, bool* ok) {
-  uint32_t u = run_units(p);
+  uint32_t u = bundle_run_units(p);
   *ok = u != 0;
   return size_t{u} * kUnitSize;
 }
@@ -61,7 +52,7 @@ void* bundle_malloc_slow(Heap* h, uint32_t units) {
 }
 
 void bundle_free(Heap* h, void* p) {
-  uint32_t units = run_units(p);
+  uint32_t units = bundle_run_units(p);
   if (units == 0) {
     // A unit-aligned pointer to a free run is a double free; anything else is not ours.
     uintptr_t a = reinterpret_cast<uintptr_t>(p);
@@ -85,7 +76,7 @@ void bundle_free(Heap* h, void* p) {
     if (bundle_chunk_of(p)->arena != h->shard)
       thread_count(&h->ctl, Tier::Bundle, ThreadCounter::RemoteFrees, 1);
     Magazine& m = h->bundle[units - kBundleMinUnits];
-    if (m.cap == 0) m.cap = bin_cap(units);
+    if (m.cap == 0) m.cap = bundle_bin_cap(units);
     if (!m.full() && h->bundle_bytes + bytes <= kBundleCacheBytes) {
       m.push(b);
       h->bundle_bytes += bytes;

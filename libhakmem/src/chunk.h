@@ -103,4 +103,14 @@ inline bool page_block_ok(const PageDesc* pg, uintptr_t a) {
   return off < pg->carved && div_by_magic(off, pg->magic) * pg->block_size == off;
 }
 
+// Units of the bundle run p heads, or 0 when p is not the head of a run in use.
+inline uint32_t bundle_run_units(const void* p) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  if (a & (kUnitSize - 1)) return 0;
+  const BundleChunk* ch = bundle_chunk_of(p);
+  uint32_t u = static_cast<uint32_t>((a & kChunkMask) >> kUnitShift);
+  if (u == 0 || ch->state[u] != kUnitHead) return 0;
+  return ch->run[u];
+}
+
 }  // namespace hakmem

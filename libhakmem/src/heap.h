@@ -45,7 +45,7 @@ struct Heap {
 };
 
 extern Heap g_empty_heap;
-extern thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
+extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
 
 // Slow-path helpers (init.cc).
 // Returns the calling thread's heap, attaching one (and initialising the process) first if
@@ -78,6 +78,7 @@ void* bundle_malloc_slow(Heap* h, uint32_t units);
 void bundle_free(Heap* h, void* p);
 void bundle_flush_all(Heap* h);
 size_t bundle_usable(const void* p, bool* ok);
+uint32_t bundle_bin_cap(uint32_t units);
 
 // Whale tier (whale.cc). `align` is a power of two; *fresh says the memory is zero.
 void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh);

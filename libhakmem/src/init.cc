@@ -162,6 +162,8 @@ Heap* heap_get_slow() {
   h->live = 1;
   h->ctl.slot = control_discard_slot();
   control_thread_attach(&h->ctl);
+  for (uint32_t c = 0; c < kPoolClasses; c++) h->pool[c].cap = pool_cap(c);
+  for (uint32_t i = 0; i < kBundleBins; i++) h->bundle[i].cap = bundle_bin_cap(i + kBundleMinUnits);
   h->knob_tiny_cap = UINT32_MAX;  // forces every magazine capacity to be set
   heap_refresh_knobs(h);
   h->tick = kTickOps;
