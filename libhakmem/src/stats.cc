@@ -81,7 +81,8 @@ void tier_line(FmtBuf& b, const char* name, const TierSnapshot& t) {
 
 // The per-tier table shared by malloc_stats() and HAKMEM_STATS.
 void format_summary(FmtBuf& b, const Snapshot& s) {
-  b.str("hakmem ").str(HAKMEM_VERSION).str(": pid ").i64(os_pid());
+  // "hakmem: " like every other line hakmem writes to stderr, so logs can be grepped.
+  b.str("hakmem: ").str(HAKMEM_VERSION).str(", pid ").i64(os_pid());
   if (control_segment_is_shared()) b.str(", segment ").str(control_segment_path());
   else b.str(", no shared segment");
   b.ch('\n');

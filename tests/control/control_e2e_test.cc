@@ -217,7 +217,7 @@ TEST_F(ControlE2E, KnobShmEnableZeroCreatesNoSegment) {
 TEST_F(ControlE2E, KnobStatsPrintWritesTheSummaryAtExit) {
   ProbeRun r = run({"churn 64 100", "churn 3000000 2"}, {"HAKMEM_STATS=1"});
   ASSERT_RAN(r);
-  EXPECT_NE(r.err.find("hakmem "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("hakmem: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("pid " + std::to_string(r.pid)), std::string::npos) << r.err;
   for (const char* t : {"\ntiny ", "\npool ", "\nbundle ", "\nwhale ", "\ntotal "})
     EXPECT_NE(r.err.find(t), std::string::npos) << t << "\n" << r.err;

@@ -498,7 +498,7 @@ TEST_F(ControlShm, StatsGetSummarisesTheSegment) {
   testing::internal::CaptureStderr();
   malloc_stats();
   const std::string out = testing::internal::GetCapturedStderr();
-  EXPECT_NE(out.find("hakmem "), std::string::npos) << out;
+  EXPECT_NE(out.find("hakmem: "), std::string::npos) << out;
   EXPECT_NE(out.find("\ntiny "), std::string::npos) << out;
   EXPECT_NE(out.find("\nwhale "), std::string::npos) << out;
   EXPECT_NE(out.find("threads live 1"), std::string::npos) << out;
