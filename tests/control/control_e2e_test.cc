@@ -319,6 +319,24 @@ TEST_F(ControlE2E, MallinfoAndMallocInfoReportHakmemsFigures) {
   EXPECT_NE(r.err.find("\nwhale "), std::string::npos) << r.err;  // malloc_stats()
 }
 
+TEST_F(ControlE2E, KnobWritesUnderMultiThreadedLoadAreAllAppliedAndNothingBreaks) {
+  // 2000 daemon-style writes (a third of them garbage) while 4 threads allocate in every
+  // tier; the program keeps working and ends having applied the last generation.
+  // (stats.enable may have ended at 0: switch it on to count the check that follows.)
+  ProbeRun r = run({"storm 2000", "write stats.enable 1", "churn 100 1000", "churn 3000000 2", "knobs"});
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("storm.failures"), 0);
+  EXPECT_EQ(r.num("storm.generation"), 2000);
+  EXPECT_EQ(r.num("storm.applied"), 2000);
+  EXPECT_EQ(r.num("s3.tiny.allocs"), 1000);
+  for (const auto& k : hakmem::proto::kKnobs) {
+    if (k.mode != hakmem::proto::KnobMode::Live) continue;
+    const long long v = r.num(std::string("knob.") + k.name);
+    EXPECT_GE(v, (long long)k.min) << k.name;
+    EXPECT_LE(v, (long long)k.max) << k.name;
+  }
+}
+
 // ---- every knob changes the allocator's behaviour: one test each ----
 // Counts, not times: misses, OS calls, cache hits and page faults of the touch phase.
 
