@@ -52,6 +52,9 @@ void control_segment_close();
 // accounting slip or a torn concurrent read can leave one "below zero" (a huge unsigned
 // value): show 0 rather than exabytes.
 inline uint64_t stats_gauge(uint64_t v) { return static_cast<int64_t>(v) < 0 ? 0 : v; }
+// At exit, before the segment file goes: the HAKMEM_STATS=1 summary when stats.print is
+// on. Called from segment.cc's destructor, which also keeps stats.o in static links.
+void stats_at_exit();
 
 // ---- control.cc ---------------------------------------------------------------------
 // Applies a knob value written by this process (the C API): value then generation++ in

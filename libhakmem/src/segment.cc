@@ -196,9 +196,13 @@ void control_segment_close() {
   }
 }
 
-// At exit (and dlclose): remove the file so hakmemd stops listing the process. The mapping
-// stays: destructors running after this one may still allocate and count. A destructor,
-// not atexit(): registering with atexit can allocate.
-__attribute__((destructor(200))) static void control_segment_at_exit() { control_segment_close(); }
+// At exit (and dlclose): print the HAKMEM_STATS summary, then remove the file so hakmemd
+// stops listing the process. The mapping stays: destructors running after this one may
+// still allocate and count. A destructor, not atexit(): registering with atexit can
+// allocate.
+__attribute__((destructor)) static void control_segment_at_exit() {
+  stats_at_exit();
+  control_segment_close();
+}
 
 }  // namespace hakmem

@@ -185,13 +185,11 @@ void xml_tier(FmtBuf& b, size_t nr, const Snapshot& s) {
   b.str("</heap>\n");
 }
 
-// HAKMEM_STATS=1. Runs before the segment file is removed (destructor 200) so the
-// summary can still name it.
-__attribute__((destructor(300))) void stats_print_at_exit() {
+}  // namespace
+
+void stats_at_exit() {
   if (knob(proto::Knob::StatsPrint)) print_summary();
 }
-
-}  // namespace
 
 }  // namespace hakmem
 

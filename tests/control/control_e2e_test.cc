@@ -245,6 +245,18 @@ TEST_F(ControlE2E, LinkedCProgramUsesTheApiAndEnv) {
   EXPECT_EQ(r.str("version"), HAKMEM_VERSION_EXPECTED);
 }
 
+// Linked statically (libhakmem.a): the segment, the env knobs and the exit summary work
+// the same (the summary's destructor must not be left out of the link).
+TEST_F(ControlE2E, StaticallyLinkedProgramHasTheWholeControlPlane) {
+  ProbeRun r = run_exe(STATIC_PROBE_PATH, false, {}, {"HAKMEM_TINY_CAP=64", "HAKMEM_STATS=1"}, false);
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("knob.tiny.cap"), 64);
+  EXPECT_EQ(r.num("shared"), 1);
+  EXPECT_NE(r.err.find("hakmem: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("\ntotal "), std::string::npos) << r.err;
+  EXPECT_TRUE(files().empty()) << "segment left behind";
+}
+
 // A setuid program must not be steered by its caller's environment (AT_SECURE): the knobs
 // keep their defaults, no warning is printed, and HAKMEM_SHM_DIR is ignored too.
 TEST_F(ControlE2E, EnvironmentIsIgnoredInSetuidPrograms) {
