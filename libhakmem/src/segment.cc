@@ -115,6 +115,16 @@ Segment* create(bool shared, const uint32_t* sizes, uint32_t count, uint64_t env
   g_path[0] = 0;
   if (shared) {
     const char* dir = control_env_get(proto::kShmDirEnv);
+    if (dir != nullptr && *dir != 0 && *dir != '/') {
+      // A relative dir would name another file once the program changes directory, and
+      // the removal at exit would miss (or hit the wrong) segment.
+      char line[512];
+      FmtBuf b(line, sizeof line);
+      b.str("hakmem: ignoring ").str(proto::kShmDirEnv).str(": not an absolute path; using ")
+          .str(proto::kDefaultShmDir).ch('\n');
+      b.write_stderr();
+      dir = nullptr;
+    }
     if (dir == nullptr || *dir == 0) dir = proto::kDefaultShmDir;
     char path[sizeof g_path];
     void* mem = nullptr;

@@ -277,6 +277,19 @@ TEST_F(ControlShm, UnusableShmDirFallsBackToALocalSegmentWithAWarning) {
   EXPECT_GE(snap.tier[1].get(proto::GlobalCounter::MappedBytes), 65536u);
 }
 
+TEST_F(ControlShm, RelativeShmDirIsRefusedForTheDefault) {
+  setenv(proto::kShmDirEnv, "relative/dir", 1);
+  load_defaults();
+  testing::internal::CaptureStderr();
+  control_segment_open(true, kSizes, 5, 0, 0);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("hakmem: ignoring HAKMEM_SHM_DIR: not an absolute path; using /dev/shm"), std::string::npos)
+      << err;
+  if (control_segment_is_shared()) {
+    EXPECT_EQ(std::string(control_segment_path()).rfind("/dev/shm/hakmem.", 0), 0u) << control_segment_path();
+  }
+}
+
 TEST_F(ControlShm, ShmOffCreatesNoFile) {
   load_defaults();
   control_segment_open(false, kSizes, 5, 0, 0);
