@@ -289,15 +289,25 @@ TEST_F(ControlE2E, ForkChildGetsItsOwnSegmentAndTheParentsKnobs) {
   ProbeRun r = run({"fork 48 100"}, {"HAKMEM_TINY_CAP=64"});
   ASSERT_RAN(r);
   EXPECT_EQ(r.num("child.status"), 0);
+  EXPECT_EQ(r.num("child.segment_at_fork"), 0);  // created lazily (fork+exec leaves none)
+  EXPECT_LE(r.num("child.allocs_until_segment"), 8192);
   EXPECT_EQ(r.num("child.segment"), 1);
   EXPECT_EQ(r.num("child.valid"), 1);
   EXPECT_EQ(r.num("child.header_pid_ok"), 1);
   EXPECT_EQ(r.num("child.tiny_cap"), 64);
-  EXPECT_EQ(r.num("child.allocs_delta"), 100);
+  EXPECT_EQ(r.num("child.allocs_delta"), 100);  // measured in the child's own segment
   EXPECT_EQ(r.num("child.threads_live"), 1);
   EXPECT_EQ(r.num("parent.allocs_delta"), 0) << "the child's allocations leaked into the parent's segment";
   EXPECT_EQ(r.num("parent.segment_ok"), 1);
   EXPECT_TRUE(files().empty()) << "a segment was left behind: " << files()[0];
+}
+
+// fork + exec of a program that does not run hakmem: nothing left in the shm dir.
+TEST_F(ControlE2E, ForkThenExecLeavesNoSegmentBehind) {
+  ProbeRun r = run({"forkexec"});
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("exec.status"), 0);
+  EXPECT_TRUE(files().empty()) << "left behind: " << files()[0];
 }
 
 TEST_F(ControlE2E, ThreadsTakeSlotsAndGiveThemBack) {

@@ -19,6 +19,7 @@
 //   mallinfo                    mallinfo2() fields; malloc_info() to stdout; malloc_stats()
 //   fork SIZE N                 the child checks its own segment and allocates N x SIZE,
 //                               reporting as "child.*"; the parent reports its own deltas
+//   forkexec                    fork, and exec /bin/true without the preload in the child
 //   threads N                   N threads alive at once, each allocating; slot figures
 //   storm N                     4 threads allocate in every tier while the main thread
 //                               writes N knob values (some garbage) daemon-style; then
@@ -173,6 +174,13 @@ void fork_child(size_t size, size_t n, int fd) {
   segment_path(dir, getuid(), getpid(), path, sizeof path);
   char out[4096];
   int len = 0;
+  // The child's segment appears at its first periodic check, not at fork: allocate
+  // until it does (bounded).
+  len += snprintf(out + len, sizeof out - len, "child.segment_at_fork %d\n", access(path, F_OK) == 0 ? 1 : 0);
+  int spins = 0;
+  for (; spins < 1000000 && access(path, F_OK) != 0; spins++)
+    for (int j = 0; j < 64; j++) { void* volatile q = malloc(48); free(q); }
+  len += snprintf(out + len, sizeof out - len, "child.allocs_until_segment %d\n", spins * 64);
   int sfd = open(path, O_RDONLY | O_NOFOLLOW);
   len += snprintf(out + len, sizeof out - len, "child.segment %d\n", sfd >= 0 ? 1 : 0);
   if (sfd >= 0) {
@@ -329,6 +337,21 @@ int main(int argc, char** argv) {
       printf("%sparent.allocs_delta %llu\nparent.segment_ok %d\nchild.status %d\n", buf,
              static_cast<unsigned long long>(d), validate_segment(g_seg, sizeof(Segment)) == SegmentCheck::Ok ? 1 : 0,
              status);
+      continue;
+    }
+    if (!strcmp(cmd, "forkexec")) {
+      // The child execs a program with the preload removed, as a service spawning a
+      // static or setuid helper would.
+      fflush(stdout);
+      pid_t pid = fork();
+      if (pid == 0) {
+        unsetenv("LD_PRELOAD");
+        execl("/bin/true", "true", static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      int status = 0;
+      waitpid(pid, &status, 0);
+      printf("exec.status %d\n", status);
       continue;
     }
     if (!strcmp(cmd, "threads")) {
