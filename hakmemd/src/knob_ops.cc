@@ -68,9 +68,13 @@ bool knob_validate(const std::string& name, const nlohmann::json& value, bool li
   uint64_t v = 0;
   if (value.is_number_unsigned()) {
     v = value.get<uint64_t>();
-  } else if (value.is_number_integer()) {  // negative (non-negative ints are "unsigned" in nlohmann)
-    *err = {proto::err::kOutOfRange, knob_range_message(*k)};
-    return false;
+  } else if (value.is_number_integer()) {  // signed storage: built in code, or negative from text
+    const int64_t i = value.get<int64_t>();
+    if (i < 0) {
+      *err = {proto::err::kOutOfRange, knob_range_message(*k)};
+      return false;
+    }
+    v = static_cast<uint64_t>(i);
   } else if (value.is_boolean() && k->type == proto::KnobType::Bool) {
     v = value.get<bool>() ? 1 : 0;
   } else if (value.is_string()) {

@@ -88,9 +88,16 @@ Registry::OpenResult Registry::try_open(const std::string& name) {
   if (auto it = entries_.find(pid); it != entries_.end()) {
     struct stat st;
     ProcessEntry& e = *it->second;
-    if (lstat(path.c_str(), &st) == 0 && st.st_dev == e.dev && st.st_ino == e.ino && e.name == name)
-      return OpenResult::Registered;
-    // Another file now speaks for this pid: the pid was reused by a new process.
+    const std::string own = dir_ + "/" + e.name;
+    const bool own_intact = lstat(own.c_str(), &st) == 0 && st.st_dev == e.dev && st.st_ino == e.ino;
+    if (e.name == name && own_intact) return OpenResult::Registered;
+    if (e.name != name && own_intact && still_alive(e)) {
+      // The registered segment is healthy: a second file claiming the same pid is a forgery.
+      struct stat other;
+      reject(name, lstat(path.c_str(), &other) == 0 ? other.st_ino : 0, "pid already served by " + e.name);
+      return OpenResult::Rejected;
+    }
+    // The old file is gone or its process is: the pid now belongs to a new process.
     remove_entry(pid, "its pid now belongs to a new segment", false);
   }
 

@@ -114,7 +114,12 @@ uint64_t control_env_load(uint64_t values[proto::kKnobSlots]) {
     char def[32];
     proto::knob_format(k, k.def, def, sizeof def);
     FmtBuf b(line, sizeof line);
-    b.str("hakmem: ignoring ").str(k.env).ch('=').str(text).str(": ").str(why)
+    b.str("hakmem: ignoring ").str(k.env).ch('=');
+    // Bounded so the line (and its newline) always fits the buffer.
+    size_t shown = 0;
+    for (; text[shown] && shown < 64; shown++) b.ch(text[shown]);
+    if (text[shown]) b.str("...");
+    b.str(": ").str(why)
         .str(" (keeping the default ").str(def).str(")\n");
     b.write_stderr();
   }

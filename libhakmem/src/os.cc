@@ -2,6 +2,9 @@
 #include "os.h"
 
 #include <errno.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <string.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -52,6 +55,15 @@ void* os_map(size_t size, size_t align, bool populate, int* err) {
 }
 
 int os_unmap(void* p, size_t size) { return munmap(p, size) == 0 ? 0 : errno; }
+
+int os_replace_private(void* p, size_t size) {
+  int saved = errno;
+  void* r = mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                 -1, 0);
+  int e = r == MAP_FAILED ? errno : 0;
+  errno = saved;
+  return e;
+}
 int os_purge(void* p, size_t size) { return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : errno; }
 
 int os_purge_lazy(void* p, size_t size) {
@@ -191,13 +203,29 @@ int os_shm_unlink(const char* path) {
   return r;
 }
 
-int os_replace_private(void* p, size_t size) {
+void os_futex_wait(const void* addr, uint32_t expected) {
   int saved = errno;
-  void* r = mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-                 -1, 0);
-  int e = r == MAP_FAILED ? errno : 0;
+  syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
   errno = saved;
-  return e;
+}
+
+void os_futex_wake(const void* addr, int n) {
+  int saved = errno;
+  syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, nullptr, nullptr, 0);
+  errno = saved;
+}
+
+void os_yield() { sched_yield(); }
+
+uint64_t os_random_seed() {
+  uint64_t r[2] = {0, 0};
+  const void* at = reinterpret_cast<const void*>(getauxval(AT_RANDOM));
+  if (at) memcpy(r, at, sizeof(r));
+  uint64_t x = r[0] ^ (r[1] * 0x9e3779b97f4a7c15ull) ^ os_now_ns();
+  // splitmix64 finaliser: every input bit affects every output bit.
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
 }
 
 }  // namespace hakmem

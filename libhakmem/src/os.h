@@ -18,6 +18,9 @@ size_t os_page_size();
 // sets *err (ENOMEM, ...) on failure.
 void* os_map(size_t size, size_t align, bool populate, int* err);
 int os_unmap(void* p, size_t size);
+// Replaces the mapping at [p, p+size) with private zero pages (MAP_FIXED): a fork child
+// stops sharing its parent's segment while stale pointers into it stay harmless.
+int os_replace_private(void* p, size_t size);
 // Gives the pages back to the OS now; the next touch faults in zero pages (MADV_DONTNEED).
 int os_purge(void* p, size_t size);
 // Lets the OS take the pages back when it needs them (MADV_FREE): cheap, but RSS falls late.
@@ -53,8 +56,16 @@ ssize_t os_readlink(const char* path, char* buf, size_t cap);
 // to us (same uid). Returns 0 and *out, or an errno value.
 int os_shm_create(const char* path, size_t size, void** out);
 int os_shm_unlink(const char* path);
-// Replaces the mapping at [p, p+size) with private zero pages (MAP_FIXED): used in a fork
-// child to stop sharing its parent's segment while stale pointers into it stay harmless.
-int os_replace_private(void* p, size_t size);
+
+// --- Added by the allocator (compatible extension) ---
+// Blocks while *addr == expected (process-private futex); spurious wake-ups are allowed.
+void os_futex_wait(const void* addr, uint32_t expected);
+// Wakes up to n waiters blocked on addr.
+void os_futex_wake(const void* addr, int n);
+// Gives the CPU to another runnable thread.
+void os_yield();
+// 64 random bits from the kernel's per-exec AT_RANDOM block, mixed with the clock: seeds
+// the free-list cookies without a syscall that could fail this early.
+uint64_t os_random_seed();
 
 }  // namespace hakmem

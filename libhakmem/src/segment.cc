@@ -26,6 +26,8 @@ namespace {
 Segment g_local;
 std::atomic<Segment*> g_seg{&g_local};
 bool g_shared = false;
+// Set by the first control_segment_open; a second one (tests) starts from zero.
+bool g_opened = false;
 // Who created the file: a fork child (or a clone without atfork handlers) must not
 // unlink its parent's segment.
 int32_t g_owner_pid = 0;
@@ -135,9 +137,11 @@ Segment* create(bool shared, const uint32_t* sizes, uint32_t count, uint64_t env
       b.write_stderr();
     }
   }
+  const bool fresh = in_child || g_opened;
+  g_opened = true;
   if (s == &g_local) {
-    if (in_child) clear_runtime(s);
-  } else if (!in_child) {
+    if (fresh) clear_runtime(s);
+  } else if (!fresh) {
     // Process-wide counts taken before the segment existed (the allocator's first maps).
     for (size_t t = 0; t < proto::kTierCount; t++)
       for (size_t c = 0; c < proto::kGlobalCounterCount; c++)

@@ -1,0 +1,370 @@
+// Page and run allocation from 4 MiB chunks, and the decay policy that returns cold memory.
+#include "arena.h"
+
+#include <string.h>
+
+#include "control.h"
+#include "heap.h"
+#include "lock.h"
+#include "os.h"
+
+namespace hakmem {
+
+using proto::GlobalCounter;
+using proto::Tier;
+
+GlobalPageMap g_pagemap;
+
+namespace {
+
+struct alignas(64) Arena {
+  Mutex lock;
+  SmallChunk* small;      // every small chunk of the arena
+  BundleChunk* bundle;    // every bundle chunk of the arena
+};
+Arena g_arena[kShards];
+
+std::atomic<uint64_t> g_last_decay_ns{0};
+
+// Bytes of a small page that count as cached (free but resident).
+size_t page_cached(const PageDesc* pg) {
+  return pg->kind == kPageFree && !pg->purged ? kPageSize : 0;
+}
+// Bytes of a bundle half that count as cached.
+size_t half_cached(const BundleChunk* ch, int h) {
+  return ch->half_backed[h] ? size_t{ch->half_free[h]} * kUnitSize : 0;
+}
+
+void* chunk_map(Tier tier, MapKind kind, bool huge) {
+  int err = 0;
+  void* p = os_map(kChunkSize, kChunkSize, false, &err);
+  if (!p) return nullptr;
+  if (huge) {
+    os_hugepage(p, kChunkSize);
+    control_add(tier, GlobalCounter::Madvises, 1);
+  }
+  control_add(tier, GlobalCounter::OsMaps, 1);
+  control_add(tier, GlobalCounter::MappedBytes, static_cast<int64_t>(kChunkSize));
+  control_add(tier, GlobalCounter::CacheMisses, 1);
+  g_pagemap.set(reinterpret_cast<uintptr_t>(p), kind);
+  return p;
+}
+
+void chunk_unmap(Tier tier, void* p) {
+  g_pagemap.set(reinterpret_cast<uintptr_t>(p), kMapNone);
+  os_unmap(p, kChunkSize);
+  control_add(tier, GlobalCounter::OsUnmaps, 1);
+  control_add(tier, GlobalCounter::MappedBytes, -static_cast<int64_t>(kChunkSize));
+}
+
+// Small-chunk page bookkeeping is counted under the pool tier (tiny slabs and pool pages
+// share these chunks); the tiny tier's own figures are its per-class counts.
+constexpr Tier kSmallTier = Tier::Pool;
+
+SmallChunk* small_chunk_new(uint32_t shard) {
+  void* p = chunk_map(kSmallTier, kMapSmall, false);
+  if (!p) return nullptr;
+  SmallChunk* ch = static_cast<SmallChunk*>(p);
+  // Fresh anonymous memory is zero: only non-zero fields need writing.
+  ch->map_kind = kMapSmall;
+  ch->arena = static_cast<uint8_t>(shard);
+  ch->free_mask = ~uint64_t{1};
+  for (uint32_t i = 0; i < kPagesPerChunk; i++) ch->pages[i].purged = 1;  // never touched
+  Arena& a = g_arena[shard];
+  ch->next = a.small;
+  if (a.small) a.small->prev = ch;
+  a.small = ch;
+  return ch;
+}
+
+void small_chunk_unlink(Arena& a, SmallChunk* ch) {
+  if (ch->prev) ch->prev->next = ch->next; else a.small = ch->next;
+  if (ch->next) ch->next->prev = ch->prev;
+}
+
+BundleChunk* bundle_chunk_new(uint32_t shard) {
+  void* p = chunk_map(Tier::Bundle, kMapBundle, true);
+  if (!p) return nullptr;
+  BundleChunk* ch = static_cast<BundleChunk*>(p);
+  ch->map_kind = kMapBundle;
+  ch->arena = static_cast<uint8_t>(shard);
+  ch->free_units = kUnitsPerChunk - 1;
+  ch->half_free[0] = kUnitsPerHalf - 1;
+  ch->half_free[1] = kUnitsPerHalf;
+  ch->half_backed[0] = 1;  // the header lives there
+  for (auto& w : ch->free_bits) w = ~uint64_t{0};
+  ch->free_bits[0] &= ~uint64_t{1};
+  ch->state[0] = kUnitHead;
+  Arena& a = g_arena[shard];
+  ch->next = a.bundle;
+  if (a.bundle) a.bundle->prev = ch;
+  a.bundle = ch;
+  return ch;
+}
+
+void bundle_chunk_unlink(Arena& a, BundleChunk* ch) {
+  if (ch->prev) ch->prev->next = ch->next; else a.bundle = ch->next;
+  if (ch->next) ch->next->prev = ch->prev;
+}
+
+
+// First unit >= from whose bit equals `want`, or kUnitsPerChunk.
+uint32_t bit_find(const uint64_t* bits, uint32_t from, bool want) {
+  while (from < kUnitsPerChunk) {
+    uint64_t w = bits[from >> 6];
+    if (!want) w = ~w;
+    w &= ~uint64_t{0} << (from & 63);
+    if (w) return (from & ~63u) + static_cast<uint32_t>(__builtin_ctzll(w));
+    from = (from & ~63u) + 64;
+  }
+  return kUnitsPerChunk;
+}
+
+void bits_set_range(uint64_t* bits, uint32_t u, uint32_t n, bool v) {
+  for (uint32_t i = u; i < u + n; i++) {
+    if (v) bits[i >> 6] |= uint64_t{1} << (i & 63);
+    else bits[i >> 6] &= ~(uint64_t{1} << (i & 63));
+  }
+}
+
+// First fit of n free units, preferring runs that do not straddle the two huge pages.
+int32_t bundle_find_run(const BundleChunk* ch, uint32_t n) {
+  uint32_t u = bit_find(ch->free_bits, 1, true);
+  int32_t straddling = -1;
+  while (u + n <= kUnitsPerChunk) {
+    uint32_t end = bit_find(ch->free_bits, u, false);
+    if (end - u >= n) {
+      // Inside the run [u, end): a start that keeps [s, s+n) within one half if possible.
+      if (u + n <= kUnitsPerHalf || u >= kUnitsPerHalf) return static_cast<int32_t>(u);
+      if (end >= kUnitsPerHalf + n) return static_cast<int32_t>(kUnitsPerHalf);
+      if (straddling < 0) straddling = static_cast<int32_t>(u);
+    }
+    if (end >= kUnitsPerChunk) break;
+    u = bit_find(ch->free_bits, end, true);
+  }
+  return straddling;
+}
+
+// Moves `delta` units of half-accounting for the run [u, u+n) (delta -1 = taking, +1 = freeing).
+void bundle_account(BundleChunk* ch, uint32_t u, uint32_t n, int delta, uint64_t now) {
+  size_t before = half_cached(ch, 0) + half_cached(ch, 1);
+  for (int h = 0; h < 2; h++) {
+    uint32_t lo = h * kUnitsPerHalf, hi = lo + kUnitsPerHalf;
+    uint32_t a = u > lo ? u : lo, b = u + n < hi ? u + n : hi;
+    if (a >= b) continue;
+    uint32_t k = b - a;
+    if (delta < 0) {
+      ch->half_free[h] = static_cast<uint16_t>(ch->half_free[h] - k);
+      ch->half_backed[h] = 1;
+      ch->half_free_since[h] = 0;
+    } else {
+      ch->half_free[h] = static_cast<uint16_t>(ch->half_free[h] + k);
+      uint32_t all = h == 0 ? kUnitsPerHalf - 1 : kUnitsPerHalf;
+      if (ch->half_free[h] == all) ch->half_free_since[h] = now;
+    }
+  }
+  ch->free_units = static_cast<uint16_t>(ch->free_units + delta * static_cast<int>(n));
+  size_t after = half_cached(ch, 0) + half_cached(ch, 1);
+  control_add(Tier::Bundle, GlobalCounter::CachedBytes,
+              static_cast<int64_t>(after) - static_cast<int64_t>(before));
+}
+
+uint64_t decay_ns(proto::Knob k) { return knob(k) * 1000000ull; }
+
+}  // namespace
+
+PageDesc* arena_page_alloc(uint32_t shard, bool prewarm) {
+  Arena& a = g_arena[shard];
+  LockGuard g(a.lock);
+  SmallChunk* ch = a.small;
+  while (ch && ch->free_mask == 0) ch = ch->next;
+  if (!ch) {
+    ch = small_chunk_new(shard);
+    if (!ch) return nullptr;
+  } else {
+    control_add(kSmallTier, GlobalCounter::CacheHits, 1);
+  }
+  // Lowest free page: keeps the upper pages of a chunk cold so decay can return them.
+  uint32_t i = static_cast<uint32_t>(__builtin_ctzll(ch->free_mask));
+  ch->free_mask &= ~(uint64_t{1} << i);
+  ch->empty_since_ns = 0;
+  PageDesc* pg = &ch->pages[i];
+  size_t before = page_cached(pg);
+  bool was_purged = pg->purged;
+  memset(static_cast<void*>(pg), 0, sizeof(*pg));
+  control_add(kSmallTier, GlobalCounter::CachedBytes, -static_cast<int64_t>(before));
+  if (prewarm && was_purged) {
+    os_populate(page_start(pg), kPageSize);
+    control_add(kSmallTier, GlobalCounter::Madvises, 1);
+  }
+  return pg;
+}
+
+void arena_page_release(PageDesc* pg) {
+  SmallChunk* ch = small_chunk_of(pg);
+  Arena& a = g_arena[ch->arena];
+  uint64_t now = os_now_ns();
+  bool immediate = knob(proto::Knob::BundleDecayMs) == 0;
+  {
+    LockGuard g(a.lock);
+    uint32_t i = static_cast<uint32_t>(pg - ch->pages);
+    pg->owner = nullptr;
+    pg->kind = kPageFree;
+    pg->free_since_ns = now;
+    pg->purged = 0;
+    if (immediate) {
+      os_purge(page_start(pg), kPageSize);
+      control_add(kSmallTier, GlobalCounter::Madvises, 1);
+      pg->purged = 1;
+    }
+    control_add(kSmallTier, GlobalCounter::CachedBytes, static_cast<int64_t>(page_cached(pg)));
+    ch->free_mask |= uint64_t{1} << i;
+    if (ch->free_mask == ~uint64_t{1}) ch->empty_since_ns = now;
+  }
+  decay_tick(now);
+}
+
+void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm) {
+  Arena& a = g_arena[shard];
+  uint64_t now = 0;
+  void* p = nullptr;
+  bool populate = false;
+  {
+    LockGuard g(a.lock);
+    BundleChunk* ch = a.bundle;
+    int32_t u = -1;
+    for (; ch; ch = ch->next) {
+      if (ch->free_units < units) continue;
+      u = bundle_find_run(ch, units);
+      if (u >= 0) break;
+    }
+    if (!ch) {
+      ch = bundle_chunk_new(shard);
+      if (!ch) return nullptr;
+      u = bundle_find_run(ch, units);
+    } else {
+      control_add(Tier::Bundle, GlobalCounter::CacheHits, 1);
+    }
+    uint32_t s = static_cast<uint32_t>(u);
+    populate = prewarm && (!ch->half_backed[s / kUnitsPerHalf] ||
+                           !ch->half_backed[(s + units - 1) / kUnitsPerHalf]);
+    bits_set_range(ch->free_bits, s, units, false);
+    ch->state[s] = kUnitHead;
+    ch->run[s] = static_cast<uint8_t>(units);
+    for (uint32_t i = s + 1; i < s + units; i++) ch->state[i] = kUnitTail;
+    bundle_account(ch, s, units, -1, now);
+    p = reinterpret_cast<char*>(ch) + size_t{s} * kUnitSize;
+  }
+  if (populate) {
+    os_populate(p, size_t{units} * kUnitSize);
+    control_add(Tier::Bundle, GlobalCounter::Madvises, 1);
+  }
+  return p;
+}
+
+void arena_bundle_free(void* p) {
+  BundleChunk* ch = bundle_chunk_of(p);
+  Arena& a = g_arena[ch->arena];
+  uint64_t now = os_now_ns();
+  {
+    LockGuard g(a.lock);
+    uint32_t s = static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
+    uint32_t n = ch->run[s];
+    for (uint32_t i = s; i < s + n; i++) ch->state[i] = kUnitFree;
+    ch->run[s] = 0;
+    bits_set_range(ch->free_bits, s, n, true);
+    bundle_account(ch, s, n, +1, now);
+  }
+  decay_tick(now);
+}
+
+size_t arena_decay(uint64_t now, bool force) {
+  size_t released = 0;
+  const uint64_t age = force ? 0 : decay_ns(proto::Knob::BundleDecayMs);
+  for (uint32_t s = 0; s < kShards; s++) {
+    Arena& a = g_arena[s];
+    if (force) a.lock.lock();
+    else if (!a.lock.try_lock()) continue;
+    // Small chunks: purge pages free for long enough; unmap chunks empty for long enough,
+    // keeping one per arena so a steady workload does not map and unmap in a loop.
+    for (SmallChunk* ch = a.small, *next; ch; ch = next) {
+      next = ch->next;
+      if (ch->free_mask == ~uint64_t{1} && now - ch->empty_since_ns >= age &&
+          (force || a.small != ch || ch->next)) {
+        size_t cached = 0;
+        for (uint32_t i = 1; i < kPagesPerChunk; i++) cached += page_cached(&ch->pages[i]);
+        control_add(kSmallTier, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached));
+        small_chunk_unlink(a, ch);
+        chunk_unmap(kSmallTier, ch);
+        released += cached;
+        continue;
+      }
+      uint64_t m = ch->free_mask;
+      while (m) {
+        uint32_t i = static_cast<uint32_t>(__builtin_ctzll(m));
+        m &= m - 1;
+        PageDesc* pg = &ch->pages[i];
+        if (!pg->purged && now - pg->free_since_ns >= age) {
+          os_purge(page_start(pg), kPageSize);
+          pg->purged = 1;
+          control_add(kSmallTier, GlobalCounter::Madvises, 1);
+          control_add(kSmallTier, GlobalCounter::CachedBytes, -static_cast<int64_t>(kPageSize));
+          released += kPageSize;
+        }
+      }
+    }
+    // Bundle chunks: a half entirely free for long enough goes back as a whole huge page.
+    for (BundleChunk* ch = a.bundle, *next; ch; ch = next) {
+      next = ch->next;
+      if (ch->free_units == kUnitsPerChunk - 1 && now - ch->half_free_since[0] >= age &&
+          now - ch->half_free_since[1] >= age && (force || a.bundle != ch || ch->next)) {
+        size_t cached = half_cached(ch, 0) + half_cached(ch, 1);
+        control_add(Tier::Bundle, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached));
+        bundle_chunk_unlink(a, ch);
+        chunk_unmap(Tier::Bundle, ch);
+        released += cached;
+        continue;
+      }
+      for (int h = 0; h < 2; h++) {
+        uint32_t all = h == 0 ? kUnitsPerHalf - 1 : kUnitsPerHalf;
+        if (!ch->half_backed[h] || ch->half_free[h] != all) continue;
+        if (now - ch->half_free_since[h] < age) continue;
+        // The header shares the first huge page: that half gives back everything after it.
+        if (h == 0) os_purge(reinterpret_cast<char*>(ch) + kUnitSize, kChunkSize / 2 - kUnitSize);
+        else os_purge(reinterpret_cast<char*>(ch) + kChunkSize / 2, kChunkSize / 2);
+        size_t cached = half_cached(ch, h);
+        ch->half_backed[h] = 0;
+        control_add(Tier::Bundle, GlobalCounter::Madvises, 1);
+        control_add(Tier::Bundle, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached));
+        released += cached;
+      }
+    }
+    a.lock.unlock();
+  }
+  return released;
+}
+
+void decay_tick(uint64_t now) {
+  // At most every 1/8 of the shorter decay time (and at least every 100 ms): the scan is
+  // cheap, but not free.
+  uint64_t b = decay_ns(proto::Knob::BundleDecayMs), w = decay_ns(proto::Knob::WhaleDecayMs);
+  uint64_t period = (b < w ? b : w) / 8;
+  if (period > 100000000ull) period = 100000000ull;
+  uint64_t last = g_last_decay_ns.load(std::memory_order_relaxed);
+  if (now - last < period) return;
+  if (!g_last_decay_ns.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
+  arena_decay(now, false);
+  whale_decay(now, false);
+}
+
+void arena_lock_all() {
+  for (auto& a : g_arena) a.lock.lock();
+}
+void arena_unlock_all() {
+  for (uint32_t i = kShards; i-- > 0;) g_arena[i].lock.unlock();
+}
+void arena_reset_locks() {
+  for (auto& a : g_arena) a.lock.reset();
+}
+
+}  // namespace hakmem

@@ -1,0 +1,37 @@
+// Arenas hand out 64 KiB pages (from small chunks) and bundle runs (from bundle chunks),
+// and return cold memory to the OS by decay. There are kShards arenas, each behind its own
+// padded lock, so no lock is global; a chunk belongs to one arena for life and its frees
+// take that arena's lock, whichever thread frees.
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "chunk.h"
+
+namespace hakmem {
+
+// A free page of a small chunk of arena `shard`, mapping a new chunk when none is left.
+// The caller sets its kind and fields. `prewarm` faults the page in if it is not backed.
+// nullptr when the OS refuses memory.
+PageDesc* arena_page_alloc(uint32_t shard, bool prewarm);
+// Gives an empty page back to its chunk's arena (any thread).
+void arena_page_release(PageDesc* pg);
+
+// A run of `units` 16 KiB units (3..64) from a bundle chunk of arena `shard`.
+void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm);
+// Frees a run (pre-condition: p is the head of a run in use).
+void arena_bundle_free(void* p);
+
+// Returns memory free for longer than bundle.decay_ms to the OS (whole pages, whole huge
+// pages for bundles, whole chunks when empty). Rate-limited unless `force`, which also
+// ignores the age (malloc_trim). Returns the bytes given back.
+size_t arena_decay(uint64_t now, bool force);
+// Runs the arena and whale decay if enough time has passed since the last run.
+void decay_tick(uint64_t now);
+
+void arena_lock_all();
+void arena_unlock_all();
+void arena_reset_locks();
+
+}  // namespace hakmem

@@ -1,0 +1,177 @@
+// Process and thread lifecycle: the one-time process initialisation (reentrancy-safe: it
+// may run inside the very first malloc, called from libc's own start-up), heap attach and
+// adoption, the thread-exit hand-back, fork handling, and the periodic slow-path tick.
+#include <pthread.h>
+#include <string.h>
+
+#include "arena.h"
+#include "control.h"
+#include "heap.h"
+#include "lock.h"
+#include "os.h"
+
+namespace hakmem {
+
+constinit Heap g_empty_heap{};
+constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
+uintptr_t g_cookie_secret = 0x5a5a5a5a5a5a5a5aull;
+
+namespace {
+
+// 0 = not started, 1 = in progress (g_init_tid), 2 = done.
+std::atomic<int> g_init_state{0};
+std::atomic<uint32_t> g_init_tid{0};
+pthread_key_t g_heap_key;
+
+// Heap registry: heaps are carved from mappings made here and never unmapped.
+Mutex g_heaps_lock;
+Heap* g_all_heaps;
+Heap* g_abandoned;
+uint32_t g_heap_count;
+char* g_meta_cur;
+char* g_meta_end;
+
+void thread_exit(void* arg);
+void fork_prepare();
+void fork_parent();
+void fork_child();
+
+Heap* heap_new_locked() {
+  constexpr size_t kMetaBlock = 1u << 20;
+  size_t sz = (sizeof(Heap) + 63) & ~size_t{63};
+  if (!g_meta_cur || g_meta_cur + sz > g_meta_end) {
+    int err = 0;
+    void* p = os_map(kMetaBlock, 4096, false, &err);
+    if (!p) return nullptr;
+    g_meta_cur = static_cast<char*>(p);
+    g_meta_end = g_meta_cur + kMetaBlock;
+  }
+  Heap* h = reinterpret_cast<Heap*>(g_meta_cur);
+  g_meta_cur += sz;
+  h->index = g_heap_count++;
+  h->shard = static_cast<uint8_t>(h->index % kShards);
+  h->next_all = g_all_heaps;
+  g_all_heaps = h;
+  return h;
+}
+
+bool process_init() {
+  int st = g_init_state.load(std::memory_order_acquire);
+  if (st == 2) return true;
+  uint32_t me = os_tid();
+  if (st == 1 && g_init_tid.load(std::memory_order_relaxed) == me) return false;  // re-entered
+  int expected = 0;
+  if (g_init_state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+    g_init_tid.store(me, std::memory_order_relaxed);
+    g_cookie_secret = os_random_seed() | 1;
+    control_init(kTinyClassSize, kTinyClasses);
+    g_empty_heap.ctl.slot = control_discard_slot();
+    pthread_key_create(&g_heap_key, thread_exit);
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+    g_init_state.store(2, std::memory_order_release);
+    return true;
+  }
+  if (g_init_tid.load(std::memory_order_relaxed) == me) return false;
+  while (g_init_state.load(std::memory_order_acquire) != 2) os_yield();
+  return true;
+}
+
+void thread_exit(void* arg) {
+  Heap* h = static_cast<Heap*>(arg);
+  if (!h || h == &g_empty_heap) return;
+  // From here on this thread allocates and frees through the empty heap (frees go back to
+  // their slabs remotely; a later malloc attaches a heap again and re-arms this destructor).
+  t_heap = &g_empty_heap;
+  tiny_heap_release(h);
+  for (uint32_t c = 0; c < kPoolClasses; c++) pool_flush(h, c, 0);
+  bundle_flush_all(h);
+  control_thread_detach(&h->ctl);
+  h->ctl.slot = control_discard_slot();
+  h->live = 0;
+  LockGuard g(g_heaps_lock);
+  h->next_abandoned = g_abandoned;
+  g_abandoned = h;
+}
+
+void fork_prepare() {
+  if (g_init_state.load(std::memory_order_acquire) != 2) return;
+  g_heaps_lock.lock();
+  pool_lock_all();
+  arena_lock_all();
+  whale_lock_all();
+}
+
+void fork_parent() {
+  if (g_init_state.load(std::memory_order_acquire) != 2) return;
+  whale_unlock_all();
+  arena_unlock_all();
+  pool_unlock_all();
+  g_heaps_lock.unlock();
+}
+
+void fork_child() {
+  if (g_init_state.load(std::memory_order_acquire) != 2) return;
+  whale_reset_locks();
+  arena_reset_locks();
+  pool_reset_locks();
+  g_heaps_lock.reset();
+  // Heaps of the parent's other threads stay as they were (their owners do not exist
+  // here; like glibc's per-thread caches, their cached blocks are not reclaimed).
+  Heap* h = t_heap;
+  control_atfork_child(h != &g_empty_heap ? &h->ctl : nullptr);
+}
+
+}  // namespace
+
+bool process_ready() { return g_init_state.load(std::memory_order_acquire) == 2; }
+
+void heap_refresh_knobs(Heap* h) {
+  uint32_t cap = static_cast<uint32_t>(knob(proto::Knob::TinyCap));
+  h->knob_tiny_prewarm = knob(proto::Knob::TinyPrewarm) != 0;
+  h->knob_pool_prewarm = knob(proto::Knob::PoolPrewarm) != 0;
+  h->knob_bundle_prewarm = knob(proto::Knob::BundlePrewarm) != 0;
+  if (cap != h->knob_tiny_cap || h->tiny[0].cap == 0) {
+    h->knob_tiny_cap = cap;
+    for (uint32_t c = 0; c < kTinyClasses; c++) {
+      uint32_t nc = tiny_cap_for(h, c);
+      // A smaller capacity takes effect at once: the excess goes back to the slabs.
+      if (h->tiny[c].count > nc) tiny_flush(h, c, nc);
+      h->tiny[c].cap = nc;
+    }
+  }
+}
+
+void heap_tick(Heap* h) {
+  h->tick = kTickOps;
+  if (control_poll(&h->ctl)) heap_refresh_knobs(h);
+  decay_tick(os_now_ns());
+}
+
+Heap* heap_get_slow() {
+  Heap* h = t_heap;
+  if (h != &g_empty_heap) return h;
+  if (!process_init()) return nullptr;
+  {
+    LockGuard g(g_heaps_lock);
+    h = g_abandoned;
+    if (h) g_abandoned = h->next_abandoned;
+    else h = heap_new_locked();
+  }
+  if (!h) return nullptr;
+  h->next_abandoned = nullptr;
+  h->live = 1;
+  h->ctl.slot = control_discard_slot();
+  control_thread_attach(&h->ctl);
+  for (uint32_t c = 0; c < kPoolClasses; c++) h->pool[c].cap = pool_cap(c);
+  for (uint32_t i = 0; i < kBundleBins; i++) h->bundle[i].cap = bundle_bin_cap(i + kBundleMinUnits);
+  h->knob_tiny_cap = UINT32_MAX;  // forces every magazine capacity to be set
+  heap_refresh_knobs(h);
+  h->tick = kTickOps;
+  // An adopted heap first takes back what other threads freed into its slabs.
+  tiny_heap_adopt(h);
+  pthread_setspecific(g_heap_key, h);
+  t_heap = h;
+  return h;
+}
+
+}  // namespace hakmem

@@ -1,0 +1,364 @@
+// Exported C entry points and the fast paths. Budget: the tiny malloc and free fast paths
+// are a table load, a magazine pop/push and one thread-local counter store, with one
+// unlikely branch each to a noinline slow path; no lock, no atomic RMW, no syscall.
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "alloc.h"
+#include "arena.h"
+#include "control.h"
+#include "heap.h"
+#include "os.h"
+
+#define HK_EXPORT extern "C" __attribute__((visibility("default")))
+#define HK_LIKELY(x) __builtin_expect(!!(x), 1)
+#define HK_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+namespace hakmem {
+
+namespace {
+
+constexpr size_t kMaxRequest = PTRDIFF_MAX;
+
+__attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool zero) {
+  int saved = errno;
+  Heap* h = t_heap;
+  if (h == &g_empty_heap) h = heap_get_slow();  // may stay null: re-entrant init
+  bool fresh = false;
+  void* p = whale_malloc(h, n, align, &fresh);
+  if (p) {
+    errno = saved;
+    if (zero && !fresh) memset(p, 0, n);
+  }
+  return p;
+}
+
+__attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
+  if (n <= kPoolMax) {
+    uint32_t c = pool_class_of(n);
+    Magazine& m = h->pool[c];
+    if (HK_LIKELY(m.head != nullptr)) {
+      Block* b = m.pop();
+      thread_count(&h->ctl, proto::Tier::Pool, proto::ThreadCounter::Allocs, 1);
+      thread_count(&h->ctl, proto::Tier::Pool, proto::ThreadCounter::AllocBytes, pool_class_size(c));
+      return b;
+    }
+    int saved = errno;
+    void* p = pool_malloc_slow(h, c);
+    if (p) errno = saved;
+    return p;
+  }
+  if (n <= kBundleMax) {
+    uint32_t u = bundle_units_of(n);
+    Magazine& m = h->bundle[u - kBundleMinUnits];
+    if (HK_LIKELY(m.head != nullptr)) {
+      Block* b = m.pop();
+      h->bundle_bytes -= size_t{u} * kUnitSize;
+      thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Allocs, 1);
+      thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::AllocBytes, size_t{u} * kUnitSize);
+      return b;
+    }
+    int saved = errno;
+    void* p = bundle_malloc_slow(h, u);
+    if (p) errno = saved;
+    return p;
+  }
+  if (n > kMaxRequest) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return whale_path(n, 0, false);
+}
+
+__attribute__((noinline)) void* tiny_slow(Heap* h, uint32_t c) {
+  int saved = errno;
+  void* p = tiny_malloc_slow(h, c);
+  if (p) {
+    errno = saved;
+  } else if (!process_ready() || t_heap == &g_empty_heap) {
+    // Re-entrant call during initialisation: serve it from a mapping of its own.
+    p = whale_path(kTinyClassSize[c], 0, false);
+  }
+  return p;
+}
+
+__attribute__((always_inline)) inline void* malloc_inline(size_t n) {
+  Heap* h = t_heap;
+  if (HK_LIKELY(n <= kTinyMax)) {
+    uint32_t c = tiny_class_of(n);
+    Magazine& m = h->tiny[c];
+    Block* b = m.head;
+    if (HK_LIKELY(b != nullptr && --h->tick > 0)) {
+      m.head = b->next;
+      m.count--;
+      b->cookie = 0;
+      slot_add(h->ctl.slot->tiny_class_allocs[c], 1);
+      return b;
+    }
+    return tiny_slow(h, c);
+  }
+  if (HK_UNLIKELY(h == &g_empty_heap)) {
+    h = heap_get_slow();
+    if (!h) return whale_path(n, 0, false);
+  }
+  return malloc_mid(h, n);
+}
+
+__attribute__((noinline)) void free_slow(void* p, MapKind kind) {
+  int saved = errno;
+  Heap* h = t_heap;
+  switch (kind) {
+    case kMapSmall:
+      tiny_free_slow(h, p, page_desc_of(p));
+      break;
+    case kMapBundle:
+      bundle_free(h, p);
+      break;
+    case kMapWhaleHead:
+      whale_free(h, p, "free");
+      break;
+    default:
+      control_report_invalid_free("free", p);
+      break;
+  }
+  errno = saved;
+}
+
+__attribute__((always_inline)) inline void free_inline(void* p) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  MapKind kind = g_pagemap.get(a);
+  if (HK_LIKELY(kind == kMapSmall)) {
+    PageDesc* pg = page_desc_of(p);
+    Heap* h = t_heap;
+    if (HK_LIKELY(pg->owner == h && page_block_ok(pg, a))) {
+      Block* b = static_cast<Block*>(p);
+      uint32_t c = pg->cls;
+      Magazine& m = h->tiny[c];
+      if (HK_LIKELY(b->cookie != block_cookie(b) && m.count < m.cap)) {
+        b->next = m.head;
+        b->cookie = block_cookie(b);
+        m.head = b;
+        m.count++;
+        slot_add(h->ctl.slot->tiny_class_frees[c], 1);
+        return;
+      }
+    }
+  } else if (kind == kMapBundle) {
+    // The bundle bin push: the JSON/MIR-sized ping-pong stays off the arena lock.
+    Heap* h = t_heap;
+    uint32_t units = bundle_run_units(p);
+    Block* b = static_cast<Block*>(p);
+    if (HK_LIKELY(units != 0 && b->cookie != block_cookie(b))) {
+      Magazine& m = h->bundle[units - kBundleMinUnits];
+      size_t bytes = size_t{units} * kUnitSize;
+      if (HK_LIKELY(m.count < m.cap && h->bundle_bytes + bytes <= kBundleCacheBytes &&
+                    bundle_chunk_of(p)->arena == h->shard)) {
+        m.push(b);
+        h->bundle_bytes += bytes;
+        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Frees, 1);
+        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, bytes);
+        return;
+      }
+    }
+  } else if (HK_UNLIKELY(p == nullptr)) {
+    return;
+  }
+  free_slow(p, kind);
+}
+
+// Usable size of a block we own; 0 with *ok = false otherwise.
+size_t usable_size(const void* p, bool* ok) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  *ok = false;
+  switch (g_pagemap.get(a)) {
+    case kMapSmall: {
+      const PageDesc* pg = page_desc_of(p);
+      if ((pg->kind != kPageTiny && pg->kind != kPagePool) || !page_block_ok(pg, a)) return 0;
+      *ok = true;
+      return pg->block_size;
+    }
+    case kMapBundle:
+      return bundle_usable(p, ok);
+    case kMapWhaleHead:
+      return whale_usable(p, ok);
+    default:
+      return 0;
+  }
+}
+
+bool pow2(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
+
+}  // namespace
+
+void* hk_malloc(size_t n) { return malloc_inline(n); }
+void hk_free(void* p) { free_inline(p); }
+
+// Pre-condition: align is a power of two. Each tier gives alignment for free in some cases:
+// tiny/pool blocks sit at multiples of their size from a 64 KiB page start, bundle runs on
+// 16 KiB units; beyond that a whale mapping places the block where asked.
+void* hk_aligned(size_t align, size_t n) {
+  if (align <= 16) return malloc_inline(n);
+  if (n > kMaxRequest) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  if (n == 0) n = 1;
+  if (n <= kTinyMax && align <= kTinyMax) {
+    for (uint32_t c = tiny_class_of(n); c < kTinyClasses; c++)
+      if (kTinyClassSize[c] % align == 0) return malloc_inline(kTinyClassSize[c]);
+  }
+  if (n <= kPoolMax && align <= kPoolMax) {
+    uint32_t c = n <= kTinyMax ? 0 : pool_class_of(n);
+    for (; c < kPoolClasses; c++)
+      if (pool_class_size(c) % align == 0) return malloc_inline(pool_class_size(c));
+  }
+  if (n <= kBundleMax && align <= kUnitSize) {
+    size_t m = n < kPoolMax + 1 ? kPoolMax + 1 : n;
+    return malloc_inline(m);
+  }
+  Heap* h = t_heap;
+  if (h == &g_empty_heap) heap_get_slow();
+  return whale_path(n, align < 4096 ? 4096 : align, false);
+}
+
+}  // namespace hakmem
+
+using namespace hakmem;
+
+HK_EXPORT void* malloc(size_t n) noexcept { return malloc_inline(n); }
+
+HK_EXPORT void free(void* p) noexcept { free_inline(p); }
+
+HK_EXPORT void cfree(void* p) noexcept { free_inline(p); }
+
+HK_EXPORT void free_sized(void* p, size_t) noexcept { free_inline(p); }
+
+HK_EXPORT void free_aligned_sized(void* p, size_t, size_t) noexcept { free_inline(p); }
+
+HK_EXPORT void* calloc(size_t n, size_t size) noexcept {
+  size_t total;
+  if (__builtin_mul_overflow(n, size, &total) || total > kMaxRequest) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  if (total > kBundleMax) {
+    if (t_heap == &g_empty_heap) heap_get_slow();
+    return whale_path(total, 0, true);
+  }
+  void* p = malloc_inline(total);
+  if (p) memset(p, 0, total);
+  return p;
+}
+
+HK_EXPORT void* realloc(void* p, size_t n) noexcept {
+  if (!p) return malloc_inline(n);
+  if (n == 0) {
+    // glibc frees and returns NULL.
+    free_inline(p);
+    return nullptr;
+  }
+  bool ok;
+  size_t usable = usable_size(p, &ok);
+  if (!ok) {
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (g_pagemap.get(a) == kMapWhaleHead) whale_free(t_heap, p, "realloc");  // reports
+    else control_report_invalid_free("realloc", p);
+    errno = EINVAL;
+    return nullptr;
+  }
+  // Stay in place when the block fits and would not waste more than half of itself.
+  if (n <= usable && (n >= usable / 2 || usable <= 64)) return p;
+  void* q = malloc_inline(n);
+  if (!q) return nullptr;
+  memcpy(q, p, n < usable ? n : usable);
+  free_inline(p);
+  return q;
+}
+
+HK_EXPORT void* reallocarray(void* p, size_t n, size_t size) noexcept {
+  size_t total;
+  if (__builtin_mul_overflow(n, size, &total)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  return realloc(p, total);
+}
+
+HK_EXPORT int posix_memalign(void** out, size_t align, size_t n) noexcept {
+  if (!pow2(align) || align % sizeof(void*) != 0) return EINVAL;
+  int saved = errno;
+  void* p = hk_aligned(align, n);
+  if (!p) {
+    errno = saved;
+    return ENOMEM;
+  }
+  *out = p;
+  return 0;
+}
+
+HK_EXPORT void* aligned_alloc(size_t align, size_t n) noexcept {
+  if (!pow2(align)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  return hk_aligned(align, n);
+}
+
+HK_EXPORT void* memalign(size_t align, size_t n) noexcept {
+  // glibc rounds a non-power-of-two alignment up to the next power of two.
+  if (align > (size_t{1} << 62)) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  size_t a = 1;
+  while (a < align) a <<= 1;
+  return hk_aligned(a, n);
+}
+
+HK_EXPORT void* valloc(size_t n) noexcept { return hk_aligned(os_page_size(), n); }
+
+HK_EXPORT void* pvalloc(size_t n) noexcept {
+  size_t page = os_page_size();
+  if (n > kMaxRequest) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  size_t r = n == 0 ? page : (n + page - 1) & ~(page - 1);
+  return hk_aligned(page, r);
+}
+
+HK_EXPORT size_t malloc_usable_size(void* p) noexcept {
+  if (!p) return 0;
+  bool ok;
+  size_t n = usable_size(p, &ok);
+  if (!ok) control_report_invalid_free("malloc_usable_size", p);
+  return n;
+}
+
+HK_EXPORT int mallopt(int param, int) noexcept {
+  // glibc's parameters are accepted (hakmem's own knobs replace them); unknown ones fail.
+  switch (param) {
+    case M_MXFAST: case M_TRIM_THRESHOLD: case M_TOP_PAD: case M_MMAP_THRESHOLD:
+    case M_MMAP_MAX: case M_CHECK_ACTION: case M_PERTURB: case M_ARENA_TEST: case M_ARENA_MAX:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+HK_EXPORT int malloc_trim(size_t) noexcept {
+  int saved = errno;
+  Heap* h = t_heap;
+  if (h != &g_empty_heap) {
+    for (uint32_t c = 0; c < kTinyClasses; c++) tiny_flush(h, c, 0);
+    for (uint32_t c = 0; c < kPoolClasses; c++) pool_flush(h, c, 0);
+    bundle_flush_all(h);
+  }
+  size_t released = arena_decay(os_now_ns(), true);
+  bool whales = whale_trim();
+  errno = saved;
+  return released > 0 || whales ? 1 : 0;
+}

@@ -1,0 +1,74 @@
+// Every replaceable C++ allocation operator: plain, array, nothrow, sized, aligned
+// (std::align_val_t) and their combinations. Throwing forms call the installed
+// std::new_handler until it succeeds or is absent, then throw std::bad_alloc; nothrow forms
+// return nullptr instead of throwing (a handler that throws is caught).
+#include <new>
+
+#include "alloc.h"
+
+#define HK_EXPORT __attribute__((visibility("default")))
+
+namespace {
+
+using hakmem::hk_aligned;
+using hakmem::hk_free;
+using hakmem::hk_malloc;
+
+__attribute__((noinline)) void* new_retry(size_t n, size_t align) {
+  for (;;) {
+    void* p = align ? hk_aligned(align, n) : hk_malloc(n);
+    if (p) return p;
+    std::new_handler h = std::get_new_handler();
+    if (!h) throw std::bad_alloc();
+    h();
+  }
+}
+
+inline void* op_new(size_t n) {
+  void* p = hk_malloc(n);
+  return __builtin_expect(p != nullptr, 1) ? p : new_retry(n, 0);
+}
+
+inline void* op_new_aligned(size_t n, std::align_val_t al) {
+  size_t a = static_cast<size_t>(al);
+  void* p = hk_aligned(a, n);
+  return __builtin_expect(p != nullptr, 1) ? p : new_retry(n, a);
+}
+
+inline void* op_new_nothrow(size_t n, size_t align) noexcept {
+  void* p = align ? hk_aligned(align, n) : hk_malloc(n);
+  if (__builtin_expect(p != nullptr, 1)) return p;
+  try {
+    return new_retry(n, align);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+}  // namespace
+
+HK_EXPORT void* operator new(size_t n) { return op_new(n); }
+HK_EXPORT void* operator new[](size_t n) { return op_new(n); }
+HK_EXPORT void* operator new(size_t n, const std::nothrow_t&) noexcept { return op_new_nothrow(n, 0); }
+HK_EXPORT void* operator new[](size_t n, const std::nothrow_t&) noexcept { return op_new_nothrow(n, 0); }
+HK_EXPORT void* operator new(size_t n, std::align_val_t a) { return op_new_aligned(n, a); }
+HK_EXPORT void* operator new[](size_t n, std::align_val_t a) { return op_new_aligned(n, a); }
+HK_EXPORT void* operator new(size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return op_new_nothrow(n, static_cast<size_t>(a));
+}
+HK_EXPORT void* operator new[](size_t n, std::align_val_t a, const std::nothrow_t&) noexcept {
+  return op_new_nothrow(n, static_cast<size_t>(a));
+}
+
+HK_EXPORT void operator delete(void* p) noexcept { hk_free(p); }
+HK_EXPORT void operator delete[](void* p) noexcept { hk_free(p); }
+HK_EXPORT void operator delete(void* p, const std::nothrow_t&) noexcept { hk_free(p); }
+HK_EXPORT void operator delete[](void* p, const std::nothrow_t&) noexcept { hk_free(p); }
+HK_EXPORT void operator delete(void* p, size_t) noexcept { hk_free(p); }
+HK_EXPORT void operator delete[](void* p, size_t) noexcept { hk_free(p); }
+HK_EXPORT void operator delete(void* p, std::align_val_t) noexcept { hk_free(p); }
+HK_EXPORT void operator delete[](void* p, std::align_val_t) noexcept { hk_free(p); }
+HK_EXPORT void operator delete(void* p, size_t, std::align_val_t) noexcept { hk_free(p); }
+HK_EXPORT void operator delete[](void* p, size_t, std::align_val_t) noexcept { hk_free(p); }
+HK_EXPORT void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { hk_free(p); }
+HK_EXPORT void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { hk_free(p); }

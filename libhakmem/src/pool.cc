@@ -1,0 +1,174 @@
+// Pool tier (1 KiB .. 32 KiB): 64 KiB pages carved into one class each, shared by all the
+// threads of a shard under a per-(shard, class) lock padded to a cache line. A small
+// per-thread bin per class in front (Heap::pool) makes the common malloc/free pair
+// lock-free; bins refill and flush in batches.
+#include <errno.h>
+
+#include "arena.h"
+#include "control.h"
+#include "heap.h"
+#include "lock.h"
+
+namespace hakmem {
+
+using proto::Tier;
+using proto::ThreadCounter;
+
+namespace {
+
+struct alignas(64) PoolShard {
+  Mutex lock;
+  PageDesc* avail;  // pages of this shard and class with free or uncarved blocks
+};
+PoolShard g_pool[kShards][kPoolClasses];
+
+void avail_push(PoolShard& s, PageDesc* pg) {
+  pg->prev = nullptr;
+  pg->next = s.avail;
+  if (s.avail) s.avail->prev = pg;
+  s.avail = pg;
+  pg->in_avail = 1;
+}
+
+void avail_unlink(PoolShard& s, PageDesc* pg) {
+  if (pg->prev) pg->prev->next = pg->next; else s.avail = pg->next;
+  if (pg->next) pg->next->prev = pg->prev;
+  pg->next = pg->prev = nullptr;
+  pg->in_avail = 0;
+}
+
+}  // namespace
+
+uint32_t pool_cap(uint32_t c) {
+  uint32_t n = static_cast<uint32_t>((128 * 1024) / pool_class_size(c));
+  return n < 4 ? 4 : (n > 32 ? 32 : n);
+}
+
+void* pool_malloc_slow(Heap* h, uint32_t c) {
+  if (h == &g_empty_heap) {
+    h = heap_get_slow();
+    if (!h) return nullptr;
+  }
+  Magazine& m = h->pool[c];
+  if (!m.head) {
+    thread_count(&h->ctl, Tier::Pool, ThreadCounter::Misses, 1);
+    if (m.cap == 0) m.cap = pool_cap(c);
+    uint32_t want = (m.cap + 1) / 2;
+    const uint32_t bs = pool_class_size(c);
+    PoolShard& s = g_pool[h->shard][c];
+    LockGuard g(s.lock);
+    uint32_t got = 0;
+    while (got < want) {
+      PageDesc* pg = s.avail;
+      if (!pg) {
+        pg = arena_page_alloc(h->shard, h->knob_pool_prewarm);
+        if (!pg) break;
+        pg->block_size = bs;
+        pg->magic = div_magic(bs);
+        pg->capacity = static_cast<uint32_t>(kPageSize / bs);
+        pg->cls = static_cast<uint8_t>(c);
+        pg->shard = h->shard;
+        pg->kind = kPagePool;
+        avail_push(s, pg);
+      }
+      while (got < want && pg->free) {
+        Block* b = pg->free;
+        pg->free = b->next;
+        pg->used++;
+        m.push(b);
+        got++;
+      }
+      char* base = page_start(pg);
+      while (got < want && pg->carved + bs <= kPageSize) {
+        Block* b = reinterpret_cast<Block*>(base + pg->carved);
+        pg->carved += bs;
+        pg->used++;
+        m.push(b);
+        got++;
+      }
+      if (!pg->free && pg->carved + bs > kPageSize) avail_unlink(s, pg);
+    }
+    if (!m.head) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+  }
+  Block* b = m.pop();
+  thread_count(&h->ctl, Tier::Pool, ThreadCounter::Allocs, 1);
+  thread_count(&h->ctl, Tier::Pool, ThreadCounter::AllocBytes, pool_class_size(c));
+  return b;
+}
+
+void pool_flush(Heap* h, uint32_t c, uint32_t keep) {
+  uint32_t n;
+  Block* b = h->pool[c].split_after(keep, &n);
+  PoolShard* locked = nullptr;
+  while (b) {
+    Block* next = b->next;
+    PageDesc* pg = page_desc_of(b);
+    PoolShard* s = &g_pool[pg->shard][c];
+    if (s != locked) {
+      if (locked) locked->lock.unlock();
+      s->lock.lock();
+      locked = s;
+    }
+    b->next = pg->free;
+    pg->free = b;
+    pg->used--;
+    if (!pg->in_avail) avail_push(*s, pg);
+    // An empty page goes back to the arena unless it is the shard's last one.
+    if (pg->used == 0 && !(s->avail == pg && pg->next == nullptr)) {
+      avail_unlink(*s, pg);
+      arena_page_release(pg);
+    }
+    b = next;
+  }
+  if (locked) locked->lock.unlock();
+}
+
+void pool_free(Heap* h, void* p, PageDesc* pg) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  if (!page_block_ok(pg, a)) {
+    control_report_invalid_free("free", p);
+    return;
+  }
+  Block* b = static_cast<Block*>(p);
+  if (b->cookie == block_cookie(b)) {
+    control_report_double_free("free", p);
+    return;
+  }
+  if (h == &g_empty_heap) {
+    // No thread cache (before attach or after teardown): straight back to the page.
+    PoolShard& s = g_pool[pg->shard][pg->cls];
+    LockGuard g(s.lock);
+    b->cookie = block_cookie(b);
+    b->next = pg->free;
+    pg->free = b;
+    pg->used--;
+    if (!pg->in_avail) avail_push(s, pg);
+    return;
+  }
+  uint32_t c = pg->cls;
+  Magazine& m = h->pool[c];
+  if (m.cap == 0) m.cap = pool_cap(c);
+  if (m.full()) pool_flush(h, c, m.cap / 2);
+  m.push(b);
+  thread_count(&h->ctl, Tier::Pool, ThreadCounter::Frees, 1);
+  thread_count(&h->ctl, Tier::Pool, ThreadCounter::FreeBytes, pg->block_size);
+  if (pg->shard != h->shard) thread_count(&h->ctl, Tier::Pool, ThreadCounter::RemoteFrees, 1);
+}
+
+void pool_lock_all() {
+  for (auto& row : g_pool)
+    for (auto& s : row) s.lock.lock();
+}
+void pool_unlock_all() {
+  for (auto& row : g_pool)
+    for (auto& s : row) s.lock.unlock();
+}
+void pool_reset_locks() {
+  for (auto& row : g_pool)
+    for (auto& s : row) s.lock.reset();
+}
+
+}  // namespace hakmem

@@ -1,0 +1,202 @@
+// Tiny tier slow paths: magazine refill from the heap's slabs, flush back to them, frees
+// from other threads (pushed onto the slab's MPSC stack, the owner told once through its
+// ready list), and the thread-exit hand-back. The fast paths are inline in malloc.cc.
+#include <errno.h>
+
+#include "arena.h"
+#include "control.h"
+#include "heap.h"
+#include "os.h"
+
+namespace hakmem {
+
+using proto::Tier;
+using proto::ThreadCounter;
+
+namespace {
+
+void avail_push(Heap* h, PageDesc* pg) {
+  PageDesc*& head = h->tiny_avail[pg->cls];
+  pg->prev = nullptr;
+  pg->next = head;
+  if (head) head->prev = pg;
+  head = pg;
+  pg->in_avail = 1;
+}
+
+void avail_unlink(Heap* h, PageDesc* pg) {
+  if (pg->prev) pg->prev->next = pg->next; else h->tiny_avail[pg->cls] = pg->next;
+  if (pg->next) pg->next->prev = pg->prev;
+  pg->next = pg->prev = nullptr;
+  pg->in_avail = 0;
+}
+
+bool page_exhausted(const PageDesc* pg) {
+  return pg->free == nullptr && pg->carved + pg->block_size > kPageSize;
+}
+
+// An empty slab goes back to the arena unless it is the only one its class has left
+// (keeping one avoids a page round trip per refill in malloc/free ping-pong).
+void page_maybe_release(Heap* h, PageDesc* pg, bool force) {
+  if (pg->used != 0) return;
+  if (!force && h->tiny_avail[pg->cls] == pg && pg->next == nullptr) return;
+  if (pg->in_avail) avail_unlink(h, pg);
+  arena_page_release(pg);
+}
+
+PageDesc* page_new(Heap* h, uint32_t c) {
+  PageDesc* pg = arena_page_alloc(h->shard, h->knob_tiny_prewarm);
+  if (!pg) return nullptr;
+  pg->block_size = kTinyClassSize[c];
+  pg->magic = div_magic(pg->block_size);
+  pg->capacity = static_cast<uint32_t>(kPageSize / pg->block_size);
+  pg->cls = static_cast<uint8_t>(c);
+  pg->kind = kPageTiny;
+  pg->owner = h;
+  avail_push(h, pg);
+  return pg;
+}
+
+// Returns a chain of blocks to their slabs (all owned by h).
+void return_chain(Heap* h, Block* b) {
+  while (b) {
+    Block* next = b->next;
+    PageDesc* pg = page_desc_of(b);
+    b->next = pg->free;
+    pg->free = b;
+    pg->used--;
+    if (!pg->in_avail) avail_push(h, pg);
+    page_maybe_release(h, pg, false);
+    b = next;
+  }
+}
+
+// Moves every block that other threads freed into our slabs back to the slabs' free lists.
+void drain_ready(Heap* h) {
+  PageDesc* pg = h->ready.take_all();
+  while (pg) {
+    // Read the link before draining: once the stack is empty a remote free may requeue pg.
+    PageDesc* next = pg->ready_next;
+    Block* b = pg->remote.take_all();
+    while (b) {
+      Block* bn = b->next;
+      b->next = pg->free;
+      pg->free = b;
+      pg->used--;
+      b = bn;
+    }
+    if (!pg->in_avail) avail_push(h, pg);
+    page_maybe_release(h, pg, false);
+    pg = next;
+  }
+}
+
+uint32_t tiny_max_cap(uint32_t c) {
+  uint32_t m = static_cast<uint32_t>(32768 / kTinyClassSize[c]);
+  return m < 16 ? 16 : (m > 512 ? 512 : m);
+}
+
+}  // namespace
+
+uint32_t tiny_cap_for(const Heap* h, uint32_t c) {
+  if (h->knob_tiny_cap) return h->knob_tiny_cap;
+  uint32_t m = tiny_max_cap(c);
+  return m < 16 ? m : 16;  // adaptive: start small, grow on misses
+}
+
+void* tiny_malloc_slow(Heap* h, uint32_t c) {
+  if (h == &g_empty_heap) {
+    h = heap_get_slow();
+    if (!h) return nullptr;
+  }
+  if (h->tick <= 0) heap_tick(h);
+  Magazine& m = h->tiny[c];
+  if (!m.head) {
+    thread_count(&h->ctl, Tier::Tiny, ThreadCounter::Misses, 1);
+    // Adaptive capacity: a class that misses again gets a bigger magazine.
+    if (!h->knob_tiny_cap && m.cap < tiny_max_cap(c)) m.cap = m.cap * 2 > tiny_max_cap(c) ? tiny_max_cap(c) : m.cap * 2;
+    uint32_t want = h->knob_tiny_prewarm ? m.cap : (m.cap + 1) / 2;
+    if (want == 0) want = 1;
+    drain_ready(h);
+    uint32_t got = 0;
+    while (got < want) {
+      PageDesc* pg = h->tiny_avail[c];
+      if (!pg) {
+        pg = page_new(h, c);
+        if (!pg) break;
+      }
+      while (got < want && pg->free) {
+        Block* b = pg->free;
+        pg->free = b->next;
+        pg->used++;
+        m.push(b);
+        got++;
+      }
+      char* base = page_start(pg);
+      while (got < want && pg->carved + pg->block_size <= kPageSize) {
+        Block* b = reinterpret_cast<Block*>(base + pg->carved);
+        pg->carved += pg->block_size;
+        pg->used++;
+        m.push(b);
+        got++;
+      }
+      if (page_exhausted(pg)) avail_unlink(h, pg);
+    }
+    if (!m.head) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+  }
+  Block* b = m.pop();
+  slot_add(h->ctl.slot->tiny_class_allocs[c], 1);
+  return b;
+}
+
+void tiny_flush(Heap* h, uint32_t c, uint32_t keep) {
+  uint32_t n;
+  Block* chain = h->tiny[c].split_after(keep, &n);
+  return_chain(h, chain);
+}
+
+void tiny_free_slow(Heap* h, void* p, PageDesc* pg) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  if (pg->kind == kPagePool) return pool_free(h, p, pg);
+  if (pg->kind != kPageTiny || !page_block_ok(pg, a)) {
+    control_report_invalid_free("free", p);
+    return;
+  }
+  Block* b = static_cast<Block*>(p);
+  if (b->cookie == block_cookie(b)) {
+    control_report_double_free("free", p);
+    return;
+  }
+  uint32_t c = pg->cls;
+  if (pg->owner != h) {
+    // Another thread's slab (or ours, seen from the empty heap after teardown).
+    if (h != &g_empty_heap) thread_count(&h->ctl, Tier::Tiny, ThreadCounter::RemoteFrees, 1);
+    slot_add(h->ctl.slot->tiny_class_frees[c], 1);
+    b->cookie = block_cookie(b);
+    Heap* owner = pg->owner;
+    if (pg->remote.push(b)) owner->ready.push(pg);
+    return;
+  }
+  Magazine& m = h->tiny[c];
+  if (m.full()) tiny_flush(h, c, m.cap / 2);
+  m.push(b);
+  slot_add(h->ctl.slot->tiny_class_frees[c], 1);
+}
+
+void tiny_heap_release(Heap* h) {
+  for (uint32_t c = 0; c < kTinyClasses; c++) tiny_flush(h, c, 0);
+  drain_ready(h);
+  for (uint32_t c = 0; c < kTinyClasses; c++) {
+    for (PageDesc* pg = h->tiny_avail[c], *next; pg; pg = next) {
+      next = pg->next;
+      page_maybe_release(h, pg, true);
+    }
+  }
+}
+
+void tiny_heap_adopt(Heap* h) { drain_ready(h); }
+
+}  // namespace hakmem

@@ -1,0 +1,267 @@
+// Whale tier (above 1 MiB): one mapping per block, aligned to the page-map chunk so the
+// map can vouch for it. Freed mappings stay mapped and resident in a cache (whale.cache_bytes)
+// and are reused without a page fault; mappings unused for whale.decay_ms are unmapped,
+// which returns whole huge pages. Nothing on the reuse path calls madvise.
+//
+// Layout: [header page][user data ...]: the user pointer is 4 KiB (or the alignment) past
+// the chunk-aligned mapping start, so a 2 MiB block starts in the mapping's first (THP)
+// huge page and its header is found from the pointer alone.
+#include <errno.h>
+#include <string.h>
+
+#include "arena.h"
+#include "control.h"
+#include "heap.h"
+#include "lock.h"
+#include "os.h"
+
+namespace hakmem {
+
+using proto::GlobalCounter;
+using proto::Tier;
+using proto::ThreadCounter;
+
+namespace {
+
+constexpr size_t kWhaleHeader = 4096;
+constexpr uint32_t kWhaleShards = 8;  // by log2 of the usable size
+
+struct WhaleHeader {
+  uintptr_t check;       // g_cookie_secret ^ user pointer ^ 1 while in use, ^ 2 while cached
+  void* base;            // mapping start
+  char* user;            // the pointer handed out
+  size_t map_len;        // mapping length
+  size_t usable;         // bytes from the user pointer to the end of the mapping
+  uint64_t freed_ns;     // when it entered the cache
+  WhaleHeader* next;     // cache list (most recently freed first)
+  WhaleHeader* prev;
+};
+
+struct alignas(64) WhaleShard {
+  Mutex lock;
+  WhaleHeader* head;     // most recent
+  WhaleHeader* tail;     // oldest
+};
+WhaleShard g_whale[kWhaleShards];
+std::atomic<size_t> g_whale_cached{0};
+
+uintptr_t live_check(const void* user) { return g_cookie_secret ^ reinterpret_cast<uintptr_t>(user) ^ 1; }
+uintptr_t cached_check(const void* user) { return g_cookie_secret ^ reinterpret_cast<uintptr_t>(user) ^ 2; }
+
+char* user_of(WhaleHeader* w) { return w->user; }
+// At the mapping start when the user pointer is inside its first chunk, else in the page
+// just below the (chunk-aligned) user pointer.
+WhaleHeader* header_of(const void* p) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p), o = a & kChunkMask;
+  return reinterpret_cast<WhaleHeader*>(o ? a - o : a - kWhaleHeader);
+}
+
+uint32_t shard_of(size_t usable) {
+  uint32_t lg = 63u - static_cast<uint32_t>(__builtin_clzll(usable));
+  uint32_t s = lg > 20 ? lg - 20 : 0;
+  return s < kWhaleShards ? s : kWhaleShards - 1;
+}
+
+void list_unlink(WhaleShard& s, WhaleHeader* w) {
+  if (w->prev) w->prev->next = w->next; else s.head = w->next;
+  if (w->next) w->next->prev = w->prev; else s.tail = w->prev;
+  w->next = w->prev = nullptr;
+}
+
+void unmap_whale(WhaleHeader* w) {
+  void* base = w->base;
+  size_t len = w->map_len;
+  g_pagemap.clear_range(reinterpret_cast<uintptr_t>(base), len);
+  os_unmap(base, len);
+  control_add(Tier::Whale, GlobalCounter::OsUnmaps, 1);
+  control_add(Tier::Whale, GlobalCounter::MappedBytes, -static_cast<int64_t>(len));
+}
+
+// Unmaps cached entries (oldest first) of one shard while `pred` says so. The unmaps run
+// after the lock is dropped.
+template <typename Pred>
+size_t evict(WhaleShard& s, Pred pred) {
+  WhaleHeader* victims = nullptr;
+  size_t bytes = 0;
+  {
+    LockGuard g(s.lock);
+    while (s.tail && pred(s.tail)) {
+      WhaleHeader* w = s.tail;
+      list_unlink(s, w);
+      w->check = 0;
+      g_whale_cached.fetch_sub(w->map_len, std::memory_order_relaxed);
+      control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(w->map_len));
+      bytes += w->map_len;
+      w->next = victims;
+      victims = w;
+    }
+  }
+  while (victims) {
+    WhaleHeader* n = victims->next;
+    unmap_whale(victims);
+    victims = n;
+  }
+  return bytes;
+}
+
+void enforce_cap() {
+  size_t cap = knob(proto::Knob::WhaleCacheBytes);
+  for (uint32_t i = kWhaleShards; i-- > 0 && g_whale_cached.load(std::memory_order_relaxed) > cap;) {
+    evict(g_whale[i], [cap](WhaleHeader*) {
+      return g_whale_cached.load(std::memory_order_relaxed) > cap;
+    });
+  }
+}
+
+}  // namespace
+
+void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
+  *fresh = false;
+  if (n > (size_t{1} << 46) || align > (size_t{1} << 40)) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  const size_t page = 4096;
+  size_t usable = (n + page - 1) & ~(page - 1);
+  if (usable == 0) usable = page;
+  bool counted = h && h != &g_empty_heap;
+  // Reuse: a cached mapping of the same shard that is large enough but wastes < 25 %.
+  if (align <= page && knob(proto::Knob::WhaleCacheBytes) > 0) {
+    WhaleShard& s = g_whale[shard_of(usable)];
+    WhaleHeader* hit = nullptr;
+    {
+      LockGuard g(s.lock);
+      for (WhaleHeader* w = s.head; w; w = w->next) {
+        if (w->usable >= usable && w->usable - usable <= usable / 4) {
+          hit = w;
+          list_unlink(s, w);
+          break;
+        }
+      }
+    }
+    if (hit) {
+      g_whale_cached.fetch_sub(hit->map_len, std::memory_order_relaxed);
+      control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(hit->map_len));
+      control_add(Tier::Whale, GlobalCounter::CacheHits, 1);
+      hit->check = live_check(user_of(hit));
+      if (counted) {
+        thread_count(&h->ctl, Tier::Whale, ThreadCounter::Allocs, 1);
+        thread_count(&h->ctl, Tier::Whale, ThreadCounter::AllocBytes, hit->usable);
+      }
+      return user_of(hit);
+    }
+  }
+  // Miss: a new mapping, chunk-aligned so the page map covers it alone.
+  size_t lead = align > page ? align : page;  // user pointer offset from the base
+  size_t len = lead + usable;
+  int err = 0;
+  bool prewarm = knob(proto::Knob::WhalePrewarm) != 0;
+  char* base = static_cast<char*>(os_map(len, kChunkSize, prewarm, &err));
+  if (!base) {
+    errno = ENOMEM;
+    return nullptr;
+  }
+  if (len >= (size_t{2} << 20)) {
+    os_hugepage(base, len);
+    control_add(Tier::Whale, GlobalCounter::Madvises, 1);
+  }
+  char* user = base + lead;
+  WhaleHeader* w = header_of(user);
+  w->base = base;
+  w->user = user;
+  w->map_len = len;
+  w->usable = usable;
+  w->next = w->prev = nullptr;
+  w->check = live_check(user);
+  // The chunk holding the user pointer is the head; every other chunk is a tail.
+  uintptr_t b = reinterpret_cast<uintptr_t>(base);
+  g_pagemap.set_range(b, len, kMapWhaleTail, kMapWhaleTail);
+  g_pagemap.set(reinterpret_cast<uintptr_t>(user), kMapWhaleHead);
+  control_add(Tier::Whale, GlobalCounter::OsMaps, 1);
+  control_add(Tier::Whale, GlobalCounter::MappedBytes, static_cast<int64_t>(len));
+  control_add(Tier::Whale, GlobalCounter::CacheMisses, 1);
+  if (counted) {
+    thread_count(&h->ctl, Tier::Whale, ThreadCounter::Misses, 1);
+    thread_count(&h->ctl, Tier::Whale, ThreadCounter::Allocs, 1);
+    thread_count(&h->ctl, Tier::Whale, ThreadCounter::AllocBytes, usable);
+  }
+  *fresh = true;
+  return user;
+}
+
+// The header a pointer in a whale-head chunk would have, where reading it is safe: for a
+// pointer inside the chunk the mapping starts at the chunk (the lead is below 4 MiB), so the
+// chunk start is ours; a chunk-aligned user pointer (alignment >= 4 MiB) has its header in
+// the lead just below, which is ours too. nullptr when p cannot be a whale pointer.
+static WhaleHeader* whale_lookup(const void* p) {
+  uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  if (a & 4095) return nullptr;
+  return header_of(p);
+}
+
+size_t whale_usable(const void* p, bool* ok) {
+  WhaleHeader* w = whale_lookup(p);
+  *ok = w && w->check == live_check(p);
+  return *ok ? w->usable : 0;
+}
+
+void whale_free(Heap* h, void* p, const char* what) {
+  bool ok;
+  size_t usable = whale_usable(p, &ok);
+  if (!ok) {
+    WhaleHeader* w = whale_lookup(p);
+    if (w && w->check == cached_check(p)) control_report_double_free(what, p);
+    else control_report_invalid_free(what, p);
+    return;
+  }
+  WhaleHeader* w = header_of(p);
+  if (h && h != &g_empty_heap) {
+    thread_count(&h->ctl, Tier::Whale, ThreadCounter::Frees, 1);
+    thread_count(&h->ctl, Tier::Whale, ThreadCounter::FreeBytes, usable);
+  }
+  size_t cap = knob(proto::Knob::WhaleCacheBytes);
+  uint64_t now = os_now_ns();
+  if (w->map_len > cap || knob(proto::Knob::WhaleDecayMs) == 0) {
+    w->check = 0;
+    unmap_whale(w);
+    return;
+  }
+  w->check = cached_check(p);
+  w->freed_ns = now;
+  WhaleShard& s = g_whale[shard_of(w->usable)];
+  {
+    LockGuard g(s.lock);
+    w->prev = nullptr;
+    w->next = s.head;
+    if (s.head) s.head->prev = w; else s.tail = w;
+    s.head = w;
+  }
+  g_whale_cached.fetch_add(w->map_len, std::memory_order_relaxed);
+  control_add(Tier::Whale, GlobalCounter::CachedBytes, static_cast<int64_t>(w->map_len));
+  if (g_whale_cached.load(std::memory_order_relaxed) > cap) enforce_cap();
+  decay_tick(now);
+}
+
+void whale_decay(uint64_t now, bool force) {
+  uint64_t age = force ? 0 : knob(proto::Knob::WhaleDecayMs) * 1000000ull;
+  for (auto& s : g_whale) evict(s, [now, age](WhaleHeader* w) { return now - w->freed_ns >= age; });
+  enforce_cap();
+}
+
+bool whale_trim() {
+  size_t before = g_whale_cached.load(std::memory_order_relaxed);
+  whale_decay(os_now_ns(), true);
+  return before != 0;
+}
+
+void whale_lock_all() {
+  for (auto& s : g_whale) s.lock.lock();
+}
+void whale_unlock_all() {
+  for (uint32_t i = kWhaleShards; i-- > 0;) g_whale[i].lock.unlock();
+}
+void whale_reset_locks() {
+  for (auto& s : g_whale) s.lock.reset();
+}
+
+}  // namespace hakmem
