@@ -8,7 +8,7 @@
 
 namespace hakctl {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 std::string render_ps(const json& result);
 // `tier` empty: every tier plus a total row; otherwise only that tier.
