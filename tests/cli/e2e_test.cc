@@ -382,6 +382,17 @@ TEST_F(E2E, NothingIsHalfApplied) {
   EXPECT_TRUE(std::regex_search(r.out, std::regex("tiny\\.cap +0 +0 +default\n"))) << r.out;
 }
 
+// Another uid cannot reach root's daemon (socket folder 0700, socket 0600): exit 3 with a
+// message that says so, not "not running".
+TEST_F(E2E, OtherUserIsToldPermissionDenied) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run hakctl as nobody";
+  const int nobody = 65534;
+  RunResult r = hakctl_test::run({hakctl_, "--socket", sock_, "ps"}, {}, {}, nobody);
+  if (r.status == 127) GTEST_SKIP() << "nobody cannot execute " << hakctl_;
+  EXPECT_EQ(r.status, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "cannot reach hakmemd: permission denied on " + sock_)) << r.err;
+}
+
 TEST_F(E2E, WatchShowsRatesOfTheTarget) {
   Target* t = start_target();
   if (!t) GTEST_SKIP() << kNoAllocator;
