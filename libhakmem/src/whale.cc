@@ -266,6 +266,12 @@ bool whale_trim() {
   return before != 0;
 }
 
+void whale_apply_knobs() {
+  if (g_whale_cached.load(std::memory_order_relaxed) > knob(proto::Knob::WhaleCacheBytes)) enforce_cap();
+  if (knob(proto::Knob::WhaleDecayMs) == 0 && g_whale_cached.load(std::memory_order_relaxed) > 0)
+    whale_decay(os_now_ns(), true);
+}
+
 void whale_lock_all() {
   for (auto& s : g_whale) s.lock.lock();
 }
