@@ -171,6 +171,8 @@ void control_thread_detach(ThreadCtl* ctl) {
 }
 
 bool control_poll(ThreadCtl* ctl) {
+  // A fork child creates its own segment here, on its first periodic check.
+  if (__builtin_expect(g_segment_pending.load(std::memory_order_relaxed), 0)) control_segment_publish_pending();
   Segment* s = control_segment_ptr();
   const uint64_t gen = s->knobs.generation.load(std::memory_order_acquire);
   if (__builtin_expect(gen == ctl->seen_generation, 1)) return false;

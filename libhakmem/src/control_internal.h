@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <atomic>
+
 #include "control.h"
 #include "hakmem/proto/knobs.h"
 #include "hakmem/proto/segment.h"
@@ -42,8 +44,13 @@ const char* control_segment_path();
 // sizes, knob block from g_knob and env_mask, `ready` last. `shared` = shm.enable.
 void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_t tiny_class_count,
                           uint64_t env_mask, uint64_t generation);
-// In a fork child: give the child a segment of its own and detach from the parent's.
+// In a fork child: stop sharing the parent's segment and count into the local stand-in;
+// the child's own file is created later by control_segment_publish_pending().
 void control_segment_reopen_in_child();
+// True while a fork child still has to create its own segment file.
+extern std::atomic<bool> g_segment_pending;
+// Creates the pending file segment (once), copying what the stand-in counted so far.
+void control_segment_publish_pending();
 // Unlinks the file if this process created it (exit, tests).
 void control_segment_close();
 
@@ -52,6 +59,9 @@ void control_segment_close();
 // accounting slip or a torn concurrent read can leave one "below zero" (a huge unsigned
 // value): show 0 rather than exabytes.
 inline uint64_t stats_gauge(uint64_t v) { return static_cast<int64_t>(v) < 0 ? 0 : v; }
+// At exit, before the segment file goes: the HAKMEM_STATS=1 summary when stats.print is
+// on. Called from segment.cc's destructor, which also keeps stats.o in static links.
+void stats_at_exit();
 
 // ---- control.cc ---------------------------------------------------------------------
 // Applies a knob value written by this process (the C API): value then generation++ in

@@ -98,64 +98,94 @@ void fill_knobs(Segment* s, uint64_t env_mask, uint64_t generation) {
 }
 
 // Zeroes everything a process writes at run time (the parent's figures must not show up
-// as the child's when the local stand-in is inherited through fork).
+// as the child's when the local stand-in is inherited through fork). Only what was used
+// is written, so a fork child does not fault in the whole 400 KiB stand-in.
 void clear_runtime(Segment* s) {
+  uint32_t hwm = s->global.thread_slots_hwm.load(std::memory_order_relaxed);
+  if (hwm > proto::kThreadSlots) hwm = proto::kThreadSlots;
+  memset(static_cast<void*>(s->threads), 0, hwm * sizeof(proto::ThreadSlot));
   memset(static_cast<void*>(&s->global), 0, sizeof s->global);
   memset(static_cast<void*>(&s->rules), 0, sizeof s->rules);
-  memset(static_cast<void*>(s->sites), 0, sizeof s->sites);
-  memset(static_cast<void*>(s->threads), 0, sizeof s->threads);
+  for (proto::SiteEntry& e : s->sites)
+    if (e.addr.load(std::memory_order_relaxed) != 0) memset(static_cast<void*>(&e), 0, sizeof e);
 }
 
-// Creates the file and fills it; on any failure returns the local stand-in.
-// `in_child`: after fork, so whatever the local stand-in holds is the parent's.
-Segment* create(bool shared, const uint32_t* sizes, uint32_t count, uint64_t env_mask,
-                uint64_t generation, bool in_child) {
-  Segment* s = &g_local;
-  g_shared = false;
-  g_path[0] = 0;
-  if (shared) {
-    const char* dir = control_env_get(proto::kShmDirEnv);
-    if (dir == nullptr || *dir == 0) dir = proto::kDefaultShmDir;
-    char path[sizeof g_path];
-    void* mem = nullptr;
-    int err = 0;
-    if (!proto::segment_path(dir, os_uid(), os_pid(), path, sizeof path)) {
-      err = ENAMETOOLONG;
-    } else {
-      err = os_shm_create(path, sizeof(Segment), &mem);
-    }
-    if (err == 0) {
-      s = static_cast<Segment*>(mem);  // fresh file: all zero
-      copy_str(g_path, sizeof g_path, path);
-      g_shared = true;
-      g_owner_pid = os_pid();
-    } else {
-      char line[512];
-      FmtBuf b(line, sizeof line);
-      b.str("hakmem: cannot create the stats segment in ").str(dir).str(" (errno ").i64(err)
-          .str("); running without it (hakmemd will not see this process)\n");
-      b.write_stderr();
-    }
+// Creates and maps the segment file (all zero); nullptr after a one-line warning.
+Segment* create_file() {
+  const char* dir = control_env_get(proto::kShmDirEnv);
+  if (dir != nullptr && *dir != 0 && *dir != '/') {
+    // A relative dir would name another file once the program changes directory, and
+    // the removal at exit would miss (or hit the wrong) segment.
+    char line[512];
+    FmtBuf b(line, sizeof line);
+    b.str("hakmem: ignoring ").str(proto::kShmDirEnv).str(": not an absolute path; using ")
+        .str(proto::kDefaultShmDir).ch('\n');
+    b.write_stderr();
+    dir = nullptr;
   }
-  const bool fresh = in_child || g_opened;
-  g_opened = true;
-  if (s == &g_local) {
-    if (fresh) clear_runtime(s);
-  } else if (!fresh) {
-    // Process-wide counts taken before the segment existed (the allocator's first maps).
+  if (dir == nullptr || *dir == 0) dir = proto::kDefaultShmDir;
+  char path[sizeof g_path];
+  void* mem = nullptr;
+  int err = 0;
+  if (!proto::segment_path(dir, os_uid(), os_pid(), path, sizeof path)) {
+    err = ENAMETOOLONG;
+  } else {
+    err = os_shm_create(path, sizeof(Segment), &mem);
+  }
+  if (err != 0) {
+    char line[512];
+    FmtBuf b(line, sizeof line);
+    b.str("hakmem: cannot create the stats segment in ").str(dir).str(" (errno ").i64(err)
+        .str("); running without it (hakmemd will not see this process)\n");
+    b.write_stderr();
+    return nullptr;
+  }
+  copy_str(g_path, sizeof g_path, path);
+  g_owner_pid = os_pid();
+  return static_cast<Segment*>(mem);
+}
+
+void copy_u64(std::atomic<uint64_t>& to, const std::atomic<uint64_t>& from) {
+  to.store(from.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
+// Everything counted so far in the local stand-in, into a fresh file segment: the
+// process-wide block and the thread slots, owners included, so every attached thread's
+// slot_index stays valid in the new segment.
+void copy_runtime(Segment* to, const Segment& from) {
+  for (size_t t = 0; t < proto::kTierCount; t++)
+    for (size_t c = 0; c < proto::kGlobalCounterCount; c++) copy_u64(to->global.tier[t][c], from.global.tier[t][c]);
+  copy_u64(to->global.invalid_frees, from.global.invalid_frees);
+  copy_u64(to->global.double_frees, from.global.double_frees);
+  copy_u64(to->global.threads_unslotted, from.global.threads_unslotted);
+  to->global.threads_live.store(from.global.threads_live.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  uint32_t hwm = from.global.thread_slots_hwm.load(std::memory_order_acquire);
+  if (hwm > proto::kThreadSlots) hwm = proto::kThreadSlots;
+  for (uint32_t i = 0; i < hwm; i++) {
+    proto::ThreadSlot& d = to->threads[i];
+    const proto::ThreadSlot& f = from.threads[i];
+    d.owner_tid.store(f.owner_tid.load(std::memory_order_relaxed), std::memory_order_relaxed);
     for (size_t t = 0; t < proto::kTierCount; t++)
-      for (size_t c = 0; c < proto::kGlobalCounterCount; c++)
-        s->global.tier[t][c].store(g_local.global.tier[t][c].load(std::memory_order_relaxed),
-                                   std::memory_order_relaxed);
+      for (size_t c = 0; c < proto::kThreadCounterCount; c++) copy_u64(d.tier[t][c], f.tier[t][c]);
+    for (size_t c = 0; c < proto::kMaxTinyClasses; c++) {
+      copy_u64(d.tiny_class_allocs[c], f.tiny_class_allocs[c]);
+      copy_u64(d.tiny_class_frees[c], f.tiny_class_frees[c]);
+    }
   }
+  to->global.thread_slots_hwm.store(hwm, std::memory_order_release);
+}
+
+// Fills a segment's header and knob block and marks it ready (last, release).
+void publish(Segment* s, const uint32_t* sizes, uint32_t count, uint64_t env_mask, uint64_t generation) {
   fill_header(s, sizes, count);
   fill_knobs(s, env_mask, generation);
   // Readers trust nothing above until they see ready == 1.
   s->header.ready.store(1, std::memory_order_release);
-  return s;
 }
 
 }  // namespace
+
+std::atomic<bool> g_segment_pending{false};
 
 Segment* control_segment_ptr() { return g_seg.load(std::memory_order_acquire); }
 bool control_segment_is_shared() { return g_shared; }
@@ -163,7 +193,21 @@ const char* control_segment_path() { return g_path; }
 
 void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_t tiny_class_count,
                           uint64_t env_mask, uint64_t generation) {
-  Segment* s = create(shared, tiny_class_sizes, tiny_class_count, env_mask, generation, false);
+  const bool again = g_opened;  // tests open more than once: start from zero then
+  g_opened = true;
+  g_shared = false;
+  g_path[0] = 0;
+  g_segment_pending.store(false, std::memory_order_relaxed);
+  Segment* s = shared ? create_file() : nullptr;
+  if (s == nullptr) {
+    s = &g_local;
+    if (again) clear_runtime(s);
+  } else {
+    g_shared = true;
+    // Process-wide counts taken before the segment existed (the allocator's first maps).
+    if (!again) copy_runtime(s, g_local);
+  }
+  publish(s, tiny_class_sizes, tiny_class_count, env_mask, generation);
   g_seg.store(s, std::memory_order_release);
 }
 
@@ -176,16 +220,38 @@ void control_segment_reopen_in_child() {
   for (uint32_t c = 0; c < count; c++) sizes[c] = old->header.tiny_class_size[c];
   const uint64_t env_mask = old->knobs.env_mask.load(std::memory_order_relaxed);
   const uint64_t generation = old->knobs.generation.load(std::memory_order_acquire);
-  const bool want_shared = knob(proto::Knob::ShmEnable) != 0;
 
-  Segment* s = create(want_shared, sizes, count, env_mask, generation, true);
-  g_seg.store(s, std::memory_order_release);
-  if (was_shared && old != s) {
+  // The child counts into the local stand-in first. Its own file appears at its first
+  // periodic check (control_poll): a child that only execs never creates one, so
+  // fork+exec of a program without hakmem leaves nothing behind in the shm dir.
+  g_shared = false;
+  g_path[0] = 0;
+  clear_runtime(&g_local);
+  publish(&g_local, sizes, count, env_mask, generation);
+  g_seg.store(&g_local, std::memory_order_release);
+  g_segment_pending.store(knob(proto::Knob::ShmEnable) != 0, std::memory_order_relaxed);
+  if (was_shared && old != &g_local) {
     // The child must never write into its parent's segment. Replace the shared mapping
     // with private zero pages rather than unmapping it: pointers the allocator may still
     // hold for threads that did not survive the fork then write into harmless memory.
     os_replace_private(old, sizeof(Segment));
   }
+}
+
+void control_segment_publish_pending() {
+  bool expected = true;
+  if (!g_segment_pending.compare_exchange_strong(expected, false, std::memory_order_acq_rel)) return;
+  Segment* s = create_file();
+  if (s == nullptr) return;  // warned; stays local
+  const Segment& local = g_local;
+  copy_runtime(s, local);
+  // One generation past the local one: every thread's next control_poll sees a change,
+  // reloads and re-targets its slot pointer into the new segment.
+  publish(s, local.header.tiny_class_size, local.header.tiny_class_count,
+          local.knobs.env_mask.load(std::memory_order_relaxed),
+          local.knobs.generation.load(std::memory_order_acquire) + 1);
+  g_shared = true;
+  g_seg.store(s, std::memory_order_release);
 }
 
 void control_segment_close() {
@@ -196,9 +262,13 @@ void control_segment_close() {
   }
 }
 
-// At exit (and dlclose): remove the file so hakmemd stops listing the process. The mapping
-// stays: destructors running after this one may still allocate and count. A destructor,
-// not atexit(): registering with atexit can allocate.
-__attribute__((destructor(200))) static void control_segment_at_exit() { control_segment_close(); }
+// At exit (and dlclose): print the HAKMEM_STATS summary, then remove the file so hakmemd
+// stops listing the process. The mapping stays: destructors running after this one may
+// still allocate and count. A destructor, not atexit(): registering with atexit can
+// allocate.
+__attribute__((destructor)) static void control_segment_at_exit() {
+  stats_at_exit();
+  control_segment_close();
+}
 
 }  // namespace hakmem

@@ -81,7 +81,8 @@ void tier_line(FmtBuf& b, const char* name, const TierSnapshot& t) {
 
 // The per-tier table shared by malloc_stats() and HAKMEM_STATS.
 void format_summary(FmtBuf& b, const Snapshot& s) {
-  b.str("hakmem ").str(HAKMEM_VERSION).str(": pid ").i64(os_pid());
+  // "hakmem: " like every other line hakmem writes to stderr, so logs can be grepped.
+  b.str("hakmem: ").str(HAKMEM_VERSION).str(", pid ").i64(os_pid());
   if (control_segment_is_shared()) b.str(", segment ").str(control_segment_path());
   else b.str(", no shared segment");
   b.ch('\n');
@@ -184,13 +185,11 @@ void xml_tier(FmtBuf& b, size_t nr, const Snapshot& s) {
   b.str("</heap>\n");
 }
 
-// HAKMEM_STATS=1. Runs before the segment file is removed (destructor 200) so the
-// summary can still name it.
-__attribute__((destructor(300))) void stats_print_at_exit() {
+}  // namespace
+
+void stats_at_exit() {
   if (knob(proto::Knob::StatsPrint)) print_summary();
 }
-
-}  // namespace
 
 }  // namespace hakmem
 

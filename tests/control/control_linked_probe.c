@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 int main(void) {
-  void* p = malloc(100);
+  void* volatile p = malloc(100);  /* volatile: the pair must not be elided */
   free(p);
   for (unsigned i = 0; i < hakmem_knob_count(); i++) {
     uint64_t v = 0;

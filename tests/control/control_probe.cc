@@ -19,7 +19,11 @@
 //   mallinfo                    mallinfo2() fields; malloc_info() to stdout; malloc_stats()
 //   fork SIZE N                 the child checks its own segment and allocates N x SIZE,
 //                               reporting as "child.*"; the parent reports its own deltas
+//   forkexec                    fork, and exec /bin/true without the preload in the child
 //   threads N                   N threads alive at once, each allocating; slot figures
+//   storm N                     4 threads allocate in every tier while the main thread
+//                               writes N knob values (some garbage) daemon-style; then
+//                               each thread must apply the last generation
 // After every counting step the deltas of all counters are printed as
 // "s<step>.<tier>.<counter> <delta>" plus "s<step>.malloc_faults" and "s<step>.touch_faults".
 #include <dlfcn.h>
@@ -170,6 +174,13 @@ void fork_child(size_t size, size_t n, int fd) {
   segment_path(dir, getuid(), getpid(), path, sizeof path);
   char out[4096];
   int len = 0;
+  // The child's segment appears at its first periodic check, not at fork: allocate
+  // until it does (bounded).
+  len += snprintf(out + len, sizeof out - len, "child.segment_at_fork %d\n", access(path, F_OK) == 0 ? 1 : 0);
+  int spins = 0;
+  for (; spins < 1000000 && access(path, F_OK) != 0; spins++)
+    for (int j = 0; j < 64; j++) { void* volatile q = malloc(48); free(q); }
+  len += snprintf(out + len, sizeof out - len, "child.allocs_until_segment %d\n", spins * 64);
   int sfd = open(path, O_RDONLY | O_NOFOLLOW);
   len += snprintf(out + len, sizeof out - len, "child.segment %d\n", sfd >= 0 ? 1 : 0);
   if (sfd >= 0) {
@@ -209,6 +220,35 @@ void* thread_main(void* p) {
   pthread_barrier_wait(a->all_allocated);
   pthread_barrier_wait(a->checked);
   for (auto& b : blocks) free(b);
+  return nullptr;
+}
+
+std::atomic<bool> g_storm_done{false};
+std::atomic<int> g_storm_failures{0};
+
+void* storm_thread(void*) {
+  static const size_t sizes[] = {16, 100, 700, 3000, 20000, 70000, 300000, 1500000};
+  void* volatile keep[8] = {};
+  uint64_t i = 0;
+  while (!g_storm_done.load(std::memory_order_relaxed) || i % 4096 != 0) {
+    const size_t k = i % 8;
+    free(keep[k]);
+    const size_t n = sizes[(i * 7 + k) % 8] + (i & 31);
+    char* p = static_cast<char*>(malloc(n));
+    if (!p) { g_storm_failures.fetch_add(1); break; }
+    p[0] = 1;
+    p[n - 1] = 2;
+    keep[k] = p;
+    i++;
+  }
+  for (auto& p : keep) free(p);
+  // Keep allocating small blocks until this thread's slow path has seen the final
+  // generation (bounded: a count, not a time).
+  const uint64_t gen = seg().knobs.generation.load();
+  for (int j = 0; j < 1000000 && seg().knobs.applied_generation.load() < gen; j++) {
+    void* volatile q = malloc(32);
+    free(q);
+  }
   return nullptr;
 }
 
@@ -299,6 +339,21 @@ int main(int argc, char** argv) {
              status);
       continue;
     }
+    if (!strcmp(cmd, "forkexec")) {
+      // The child execs a program with the preload removed, as a service spawning a
+      // static or setuid helper would.
+      fflush(stdout);
+      pid_t pid = fork();
+      if (pid == 0) {
+        unsetenv("LD_PRELOAD");
+        execl("/bin/true", "true", static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      int status = 0;
+      waitpid(pid, &status, 0);
+      printf("exec.status %d\n", status);
+      continue;
+    }
     if (!strcmp(cmd, "threads")) {
       const size_t n = strtoull(a, nullptr, 0);
       static pthread_t tids[1024];
@@ -322,6 +377,25 @@ int main(int argc, char** argv) {
       pthread_barrier_wait(&checked);
       for (size_t i = 0; i < n; i++) pthread_join(tids[i], nullptr);
       printf("threads.live_after %u\n", seg().global.threads_live.load());
+      continue;
+    }
+    if (!strcmp(cmd, "storm")) {
+      const size_t n = strtoull(a, nullptr, 0);
+      pthread_t t[4];
+      for (auto& x : t) pthread_create(&x, nullptr, storm_thread, nullptr);
+      uint64_t x = 88172645463325252ull;  // xorshift: deterministic values
+      for (size_t i = 0; i < n; i++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        const size_t k = x % kKnobCount;
+        seg().knobs.value[k].store(i % 3 == 0 ? x : x % (kKnobs[k].max + 1), std::memory_order_relaxed);
+        seg().knobs.generation.fetch_add(1, std::memory_order_release);
+        for (int j = 0; j < 100; j++) { void* volatile q = malloc(48); free(q); }
+      }
+      g_storm_done.store(true);
+      for (auto& th : t) pthread_join(th, nullptr);
+      printf("storm.failures %d\nstorm.generation %llu\nstorm.applied %llu\n", g_storm_failures.load(),
+             static_cast<unsigned long long>(seg().knobs.generation.load()),
+             static_cast<unsigned long long>(seg().knobs.applied_generation.load()));
       continue;
     }
     // Counting steps.

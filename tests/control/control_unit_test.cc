@@ -277,6 +277,19 @@ TEST_F(ControlShm, UnusableShmDirFallsBackToALocalSegmentWithAWarning) {
   EXPECT_GE(snap.tier[1].get(proto::GlobalCounter::MappedBytes), 65536u);
 }
 
+TEST_F(ControlShm, RelativeShmDirIsRefusedForTheDefault) {
+  setenv(proto::kShmDirEnv, "relative/dir", 1);
+  load_defaults();
+  testing::internal::CaptureStderr();
+  control_segment_open(true, kSizes, 5, 0, 0);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("hakmem: ignoring HAKMEM_SHM_DIR: not an absolute path; using /dev/shm"), std::string::npos)
+      << err;
+  if (control_segment_is_shared()) {
+    EXPECT_EQ(std::string(control_segment_path()).rfind("/dev/shm/hakmem.", 0), 0u) << control_segment_path();
+  }
+}
+
 TEST_F(ControlShm, ShmOffCreatesNoFile) {
   load_defaults();
   control_segment_open(false, kSizes, 5, 0, 0);
@@ -498,7 +511,7 @@ TEST_F(ControlShm, StatsGetSummarisesTheSegment) {
   testing::internal::CaptureStderr();
   malloc_stats();
   const std::string out = testing::internal::GetCapturedStderr();
-  EXPECT_NE(out.find("hakmem "), std::string::npos) << out;
+  EXPECT_NE(out.find("hakmem: "), std::string::npos) << out;
   EXPECT_NE(out.find("\ntiny "), std::string::npos) << out;
   EXPECT_NE(out.find("\nwhale "), std::string::npos) << out;
   EXPECT_NE(out.find("threads live 1"), std::string::npos) << out;
@@ -562,16 +575,26 @@ TEST_F(ControlShm, ForkChildGetsItsOwnSegmentWithTheParentsKnobs) {
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     control_atfork_child(&t);
-    proto::Segment* s = control_segment_ptr();
     int bad = 0;
-    if (s == parent_seg) bad |= 1;
-    if (std::string(control_segment_path()) != expected_path(getpid())) bad |= 2;
-    if (s->header.pid != getpid()) bad |= 4;
-    if (s->knobs.value[size_t(Knob::TinyCap)].load() != 100 || knob(Knob::TinyCap) != 100) bad |= 8;
-    if (t.slot != &s->threads[0] || s->global.threads_live.load() != 1) bad |= 16;
+    // First the local stand-in: no file yet (a child that only execs leaves none).
+    proto::Segment* local = control_segment_ptr();
+    if (local == parent_seg || control_segment_is_shared()) bad |= 1;
+    if (access(expected_path(getpid()).c_str(), F_OK) == 0) bad |= 2;
+    if (local->knobs.value[size_t(Knob::TinyCap)].load() != 100 || knob(Knob::TinyCap) != 100) bad |= 4;
+    if (t.slot != &local->threads[0] || local->global.threads_live.load() != 1) bad |= 8;
     proto::Snapshot snap;
+    proto::snapshot(*local, &snap);
+    if (snap.tier[1].allocs() != 0) bad |= 16;  // fresh counters
+    thread_count(&t, proto::Tier::Pool, proto::ThreadCounter::Allocs, 5);
+    // The first periodic check creates the child's own file, carrying what was counted.
+    if (!control_poll(&t)) bad |= 32;
+    proto::Segment* s = control_segment_ptr();
+    if (!control_segment_is_shared() || std::string(control_segment_path()) != expected_path(getpid())) bad |= 64;
+    if (s->header.pid != getpid() || t.slot != &s->threads[0]) bad |= 128;
     proto::snapshot(*s, &snap);
-    if (snap.tier[1].allocs() != 0) bad |= 32;  // fresh counters
+    if (snap.tier[1].allocs() != 5 || snap.threads_live != 1) bad |= 256;
+    if (s->knobs.value[size_t(Knob::TinyCap)].load() != 100 || knob(Knob::TinyCap) != 100) bad |= 512;
+    if (control_poll(&t)) bad |= 1024;  // and then nothing more to do
     // The parent's mapping is no longer shared: scribbling on it stays in the child.
     parent_seg->global.invalid_frees.store(12345);
     if (write(pipefd[1], &bad, sizeof bad) != sizeof bad) _exit(2);
