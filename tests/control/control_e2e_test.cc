@@ -273,6 +273,52 @@ TEST_F(ControlE2E, EnvironmentIsIgnoredInSetuidPrograms) {
   EXPECT_EQ(plain.num("knob.tiny.cap"), 64);
 }
 
+TEST_F(ControlE2E, ForkChildGetsItsOwnSegmentAndTheParentsKnobs) {
+  ProbeRun r = run({"fork 48 100"}, {"HAKMEM_TINY_CAP=64"});
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("child.status"), 0);
+  EXPECT_EQ(r.num("child.segment"), 1);
+  EXPECT_EQ(r.num("child.valid"), 1);
+  EXPECT_EQ(r.num("child.header_pid_ok"), 1);
+  EXPECT_EQ(r.num("child.tiny_cap"), 64);
+  EXPECT_EQ(r.num("child.allocs_delta"), 100);
+  EXPECT_EQ(r.num("child.threads_live"), 1);
+  EXPECT_EQ(r.num("parent.allocs_delta"), 0) << "the child's allocations leaked into the parent's segment";
+  EXPECT_EQ(r.num("parent.segment_ok"), 1);
+  EXPECT_TRUE(files().empty()) << "a segment was left behind: " << files()[0];
+}
+
+TEST_F(ControlE2E, ThreadsTakeSlotsAndGiveThemBack) {
+  ProbeRun r = run({"threads 8"});
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("threads.live_during"), 9);  // main + 8
+  EXPECT_GE(r.num("threads.hwm_during"), 9);
+  EXPECT_EQ(r.num("threads.unslotted"), 0);
+  EXPECT_EQ(r.num("threads.live_after"), 1);
+}
+
+TEST_F(ControlE2E, ThreadsBeyondTheSlotTableKeepWorkingUnpublished) {
+  ProbeRun r = run({"threads 300"});
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("threads.live_during"), 256);
+  EXPECT_EQ(r.num("threads.hwm_during"), 256);
+  EXPECT_EQ(r.num("threads.unslotted"), 300 + 1 - 256);
+  EXPECT_EQ(r.num("threads.live_after"), 1);
+}
+
+TEST_F(ControlE2E, MallinfoAndMallocInfoReportHakmemsFigures) {
+  ProbeRun r = run({"hold 3000000 2", "hold 100 1000", "mallinfo"});
+  ASSERT_RAN(r);
+  const long long live = r.num("s1.whale.live") + r.num("s2.tiny.live");
+  EXPECT_GE(r.num("mi.uordblks"), live);
+  EXPECT_GE(r.num("mi.hblkhd"), 2 * 3000000);
+  EXPECT_EQ(r.num("mi.hblks"), 2);
+  EXPECT_GT(r.num("mi.arena"), 0);
+  EXPECT_NE(r.out.find("<malloc version=\"1\" allocator=\"hakmem\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("<heap nr=\"3\" name=\"whale\">"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("\nwhale "), std::string::npos) << r.err;  // malloc_stats()
+}
+
 // ---- every knob changes the allocator's behaviour: one test each ----
 // Counts, not times: misses, OS calls, cache hits and page faults of the touch phase.
 

@@ -16,11 +16,16 @@
 //   set KNOB VALUE              hakmem_knob_set() through the C API
 //   badfree                     free() of a pointer hakmem never returned
 //   usable SIZE                 malloc_usable_size of a fresh block
+//   mallinfo                    mallinfo2() fields; malloc_info() to stdout; malloc_stats()
+//   fork SIZE N                 the child checks its own segment and allocates N x SIZE,
+//                               reporting as "child.*"; the parent reports its own deltas
+//   threads N                   N threads alive at once, each allocating; slot figures
 // After every counting step the deltas of all counters are printed as
 // "s<step>.<tier>.<counter> <delta>" plus "s<step>.malloc_faults" and "s<step>.touch_faults".
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +33,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "hakmem/proto/snapshot.h"
@@ -156,6 +162,56 @@ void print_knobs() {
   }
 }
 
+// Runs in the fork child: its own segment, the parent's knob values, fresh counters.
+void fork_child(size_t size, size_t n, int fd) {
+  char path[4096];
+  const char* dir = getenv(kShmDirEnv);
+  if (!dir || !*dir) dir = kDefaultShmDir;
+  segment_path(dir, getuid(), getpid(), path, sizeof path);
+  char out[4096];
+  int len = 0;
+  int sfd = open(path, O_RDONLY | O_NOFOLLOW);
+  len += snprintf(out + len, sizeof out - len, "child.segment %d\n", sfd >= 0 ? 1 : 0);
+  if (sfd >= 0) {
+    void* m = mmap(nullptr, sizeof(Segment), PROT_READ, MAP_SHARED, sfd, 0);
+    close(sfd);
+    const Segment* s = static_cast<const Segment*>(m);
+    Snapshot a, b;
+    snapshot(*s, &a);
+    for (size_t i = 0; i < n && i < kMaxHeld; i++) g_held[i] = malloc(size);
+    snapshot(*s, &b);
+    uint64_t allocs = 0, before = 0;
+    for (size_t t = 0; t < kTierCount; t++) { allocs += b.tier[t].allocs(); before += a.tier[t].allocs(); }
+    len += snprintf(out + len, sizeof out - len,
+                    "child.valid %d\nchild.header_pid_ok %d\nchild.tiny_cap %llu\nchild.allocs_delta %llu\n"
+                    "child.threads_live %u\n",
+                    validate_segment(m, sizeof(Segment)) == SegmentCheck::Ok ? 1 : 0, s->header.pid == getpid() ? 1 : 0,
+                    static_cast<unsigned long long>(s->knobs.value[static_cast<size_t>(Knob::TinyCap)].load()),
+                    static_cast<unsigned long long>(allocs - before), s->global.threads_live.load());
+    for (size_t i = 0; i < n && i < kMaxHeld; i++) free(g_held[i]);
+  }
+  if (write(fd, out, len) != len) _exit(3);
+  len = snprintf(out, sizeof out, "child.pid %d\n", getpid());
+  if (write(fd, out, len) != len) _exit(3);
+  exit(0);  // normal exit: the child's segment is removed by its destructor
+}
+
+struct ThreadArg {
+  size_t index;
+  pthread_barrier_t* all_allocated;
+  pthread_barrier_t* checked;
+};
+
+void* thread_main(void* p) {
+  ThreadArg* a = static_cast<ThreadArg*>(p);
+  void* volatile blocks[16];
+  for (auto& b : blocks) b = malloc(64 + a->index);
+  pthread_barrier_wait(a->all_allocated);
+  pthread_barrier_wait(a->checked);
+  for (auto& b : blocks) free(b);
+  return nullptr;
+}
+
 const KnobInfo& knob_arg(const char* name) {
   const KnobInfo* k = knob_find(name);
   if (!k) die("unknown knob");
@@ -204,6 +260,68 @@ int main(int argc, char** argv) {
       void* volatile bad = static_cast<char*>(page) + 64;
       free(bad);
       printf("survived 1\n");
+      continue;
+    }
+    if (!strcmp(cmd, "mallinfo")) {
+      struct mallinfo2 mi = mallinfo2();
+      printf("mi.arena %zu\nmi.uordblks %zu\nmi.fordblks %zu\nmi.hblkhd %zu\nmi.hblks %zu\n", mi.arena, mi.uordblks,
+             mi.fordblks, mi.hblkhd, mi.hblks);
+      fflush(stdout);
+      malloc_info(0, stdout);
+      malloc_stats();
+      continue;
+    }
+    if (!strcmp(cmd, "fork")) {
+      int pfd[2];
+      if (pipe(pfd) != 0) die("pipe");
+      fflush(stdout);
+      Snapshot before, after;
+      snapshot(seg(), &before);
+      pid_t pid = fork();
+      if (pid < 0) die("fork");
+      if (pid == 0) {
+        close(pfd[0]);
+        fork_child(strtoull(a, nullptr, 0), strtoull(b, nullptr, 0), pfd[1]);
+      }
+      close(pfd[1]);
+      char buf[4096];
+      ssize_t got = 0, r;
+      while ((r = read(pfd[0], buf + got, sizeof buf - 1 - got)) > 0) got += r;
+      buf[got] = 0;
+      close(pfd[0]);
+      int status = 0;
+      waitpid(pid, &status, 0);
+      snapshot(seg(), &after);
+      uint64_t d = 0;
+      for (size_t t = 0; t < kTierCount; t++) d += after.tier[t].allocs() - before.tier[t].allocs();
+      printf("%sparent.allocs_delta %llu\nparent.segment_ok %d\nchild.status %d\n", buf,
+             static_cast<unsigned long long>(d), validate_segment(g_seg, sizeof(Segment)) == SegmentCheck::Ok ? 1 : 0,
+             status);
+      continue;
+    }
+    if (!strcmp(cmd, "threads")) {
+      const size_t n = strtoull(a, nullptr, 0);
+      static pthread_t tids[1024];
+      static ThreadArg args[1024];
+      if (n > 1024) die("too many threads");
+      pthread_barrier_t all_allocated, checked;
+      pthread_barrier_init(&all_allocated, nullptr, static_cast<unsigned>(n + 1));
+      pthread_barrier_init(&checked, nullptr, static_cast<unsigned>(n + 1));
+      pthread_attr_t attr;
+      pthread_attr_init(&attr);
+      pthread_attr_setstacksize(&attr, 64 * 1024);
+      const uint64_t unslotted0 = seg().global.threads_unslotted.load();
+      for (size_t i = 0; i < n; i++) {
+        args[i] = {i, &all_allocated, &checked};
+        if (pthread_create(&tids[i], &attr, thread_main, &args[i]) != 0) die("pthread_create");
+      }
+      pthread_barrier_wait(&all_allocated);
+      printf("threads.live_during %u\nthreads.hwm_during %u\nthreads.unslotted %llu\n",
+             seg().global.threads_live.load(), seg().global.thread_slots_hwm.load(),
+             static_cast<unsigned long long>(seg().global.threads_unslotted.load() - unslotted0));
+      pthread_barrier_wait(&checked);
+      for (size_t i = 0; i < n; i++) pthread_join(tids[i], nullptr);
+      printf("threads.live_after %u\n", seg().global.threads_live.load());
       continue;
     }
     // Counting steps.
