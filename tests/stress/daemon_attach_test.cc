@@ -51,6 +51,18 @@ bool read_cap(const char* path, uint64_t* cap, bool* applied) {
   return true;
 }
 
+// Kills and reaps a child when the scope ends with it still running (a failed ASSERT returns
+// early): a test never leaves a daemon or a target behind.
+struct Reaper {
+  pid_t* pid;
+  ~Reaper() {
+    if (*pid > 0) {
+      kill(*pid, SIGKILL);
+      waitpid(*pid, nullptr, 0);
+    }
+  }
+};
+
 int wait_exit(pid_t pid) {
   int st = 0;
   waitpid(pid, &st, 0);
@@ -85,13 +97,20 @@ TEST(DaemonStress, AttachDetachWhileTheTargetAllocatesHard) {
                        {"LD_PRELOAD=" HAKMEM_LIB, "HAKMEM_EXPECT=1", "HAKMEM_SHM_DIR=" + shm},
                        dir.path() + "/target.log");
   ASSERT_GT(target, 0);
+  pid_t target_live = target;  // -1 once reaped, so the reaper never kills a reused pid
+  Reaper target_reaper{&target_live};
   char seg_path[512];
   proto::segment_path(shm.c_str(), getuid(), target, seg_path, sizeof seg_path);
 
   int target_status = 0;
+  auto reap_target = [&] {
+    if (waitpid(target, &target_status, WNOHANG) != target) return false;
+    target_live = -1;
+    return true;
+  };
   // True when the target exits within 5 s (bounded wait, not a timing assertion).
   auto ends_soon = [&] {
-    return eventually([&] { return waitpid(target, &target_status, WNOHANG) == target; }, 5);
+    return eventually([&] { return reap_target(); }, 5);
   };
   int rounds = 0, kills = 0;
   uint64_t last_cap = 0;
@@ -99,6 +118,7 @@ TEST(DaemonStress, AttachDetachWhileTheTargetAllocatesHard) {
   while (!target_done) {
     pid_t d = spawn({HAKMEMD_PATH, "--socket", socket, "--shm-dir", shm, "--scan-interval-ms", "100"}, {},
                     dir.path() + "/hakmemd.log");
+    Reaper daemon_reaper{&d};
     auto lists_target = [&] {
       json r = Client(socket).call({{"cmd", "ps"}});
       if (!r.contains("result")) return false;
@@ -108,7 +128,7 @@ TEST(DaemonStress, AttachDetachWhileTheTargetAllocatesHard) {
     };
     bool seen = eventually(lists_target, 20);
     // The target may have finished meanwhile; that ends the loop below.
-    if (waitpid(target, &target_status, WNOHANG) == target) target_done = true;
+    if (reap_target()) target_done = true;
     if (!target_done) {
       ASSERT_TRUE(seen) << "round " << rounds << ": the daemon never listed the target\n"
                         << slurp(dir.path() + "/hakmemd.log");
@@ -142,12 +162,13 @@ TEST(DaemonStress, AttachDetachWhileTheTargetAllocatesHard) {
     kills += sig == SIGKILL;
     kill(d, sig);
     int dst = wait_exit(d);
+    d = -1;
     if (sig == SIGTERM) {
       ASSERT_TRUE(WIFEXITED(dst) && WEXITSTATUS(dst) == 0) << "hakmemd did not stop cleanly on SIGTERM (status " << dst
                                                            << ")\n" << slurp(dir.path() + "/hakmemd.log");
     }
     rounds++;
-    if (!target_done && waitpid(target, &target_status, WNOHANG) == target) target_done = true;
+    if (!target_done && reap_target()) target_done = true;
   }
   printf("attach/detach: %d rounds (%d by SIGKILL) over a %d s target; last tiny.cap %llu\n", rounds, kills, seconds,
          static_cast<unsigned long long>(last_cap));
