@@ -59,8 +59,8 @@ void fill_tier(const proto::TierSnapshot& t, hakmem_tier_stats* o) {
   o->alloc_bytes = t.get(ThreadCounter::AllocBytes);
   o->free_bytes = t.get(ThreadCounter::FreeBytes);
   o->live_bytes = t.live_bytes();
-  o->cached_bytes = t.get(GlobalCounter::CachedBytes);
-  o->mapped_bytes = t.get(GlobalCounter::MappedBytes);
+  o->cached_bytes = stats_gauge(t.get(GlobalCounter::CachedBytes));
+  o->mapped_bytes = stats_gauge(t.get(GlobalCounter::MappedBytes));
   o->os_maps = t.get(GlobalCounter::OsMaps);
   o->os_unmaps = t.get(GlobalCounter::OsUnmaps);
   o->madvises = t.get(GlobalCounter::Madvises);

@@ -91,7 +91,7 @@ BundleChunk* bundle_chunk_new(uint32_t shard) {
   ch->free_units = kUnitsPerChunk - 1;
   ch->half_free[0] = kUnitsPerHalf - 1;
   ch->half_free[1] = kUnitsPerHalf;
-  ch->half_backed[0] = 1;  // the header lives there
+  // Neither half counts as cached until a run is carved from it (fresh memory is not resident).
   for (auto& w : ch->free_bits) w = ~uint64_t{0};
   ch->free_bits[0] &= ~uint64_t{1};
   ch->state[0] = kUnitHead;

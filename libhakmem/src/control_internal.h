@@ -47,6 +47,12 @@ void control_segment_reopen_in_child();
 // Unlinks the file if this process created it (exit, tests).
 void control_segment_close();
 
+// ---- stats.cc ----------------------------------------------------------------------
+// A byte gauge (mapped, cached) read from the segment. Gauges move by signed deltas; an
+// accounting slip or a torn concurrent read can leave one "below zero" (a huge unsigned
+// value): show 0 rather than exabytes.
+inline uint64_t stats_gauge(uint64_t v) { return static_cast<int64_t>(v) < 0 ? 0 : v; }
+
 // ---- control.cc ---------------------------------------------------------------------
 // Applies a knob value written by this process (the C API): value then generation++ in
 // the segment, and g_knob at once.

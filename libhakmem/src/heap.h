@@ -20,12 +20,13 @@
 namespace hakmem {
 
 inline constexpr uint32_t kShards = 4;          // pool/arena lock shards
-inline constexpr int64_t kTickOps = 4096;       // fast-path ops between slow-path checks
+// Tiny allocations of one class between two periodic checks (a power of two). At a few ns
+// per operation a thread in a hot loop reaches the check well within a millisecond.
+inline constexpr uint64_t kTickOps = 4096;
 inline constexpr size_t kBundleCacheBytes = 2u << 20;  // per-thread bundle cache bound
 
 struct Heap {
   Magazine tiny[kTinyClasses];   // hot: the tiny fast path touches only these, tick and ctl
-  int64_t tick;                  // countdown to the periodic check (control_poll, decay)
   ThreadCtl ctl;
   Magazine pool[kPoolClasses];
   Magazine bundle[kBundleBins];  // index: units - kBundleMinUnits

@@ -142,7 +142,6 @@ void heap_refresh_knobs(Heap* h) {
 }
 
 void heap_tick(Heap* h) {
-  h->tick = kTickOps;
   if (control_poll(&h->ctl)) heap_refresh_knobs(h);
   decay_tick(os_now_ns());
 }
@@ -166,7 +165,6 @@ Heap* heap_get_slow() {
   for (uint32_t i = 0; i < kBundleBins; i++) h->bundle[i].cap = bundle_bin_cap(i + kBundleMinUnits);
   h->knob_tiny_cap = UINT32_MAX;  // forces every magazine capacity to be set
   heap_refresh_knobs(h);
-  h->tick = kTickOps;
   // An adopted heap first takes back what other threads freed into its slabs.
   tiny_heap_adopt(h);
   pthread_setspecific(g_heap_key, h);

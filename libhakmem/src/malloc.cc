@@ -23,6 +23,16 @@ namespace {
 
 constexpr size_t kMaxRequest = PTRDIFF_MAX;
 
+// Counts an allocation of a mid tier; every `period` of them runs the periodic check, so a
+// thread looping on pool or bundle sizes also sees knob changes promptly.
+__attribute__((always_inline)) inline void count_alloc(Heap* h, proto::Tier t, size_t bytes) {
+  std::atomic<uint64_t>& c = h->ctl.slot->tier[static_cast<size_t>(t)][static_cast<size_t>(proto::ThreadCounter::Allocs)];
+  uint64_t v = c.load(std::memory_order_relaxed) + 1;
+  c.store(v, std::memory_order_relaxed);
+  thread_count(&h->ctl, t, proto::ThreadCounter::AllocBytes, bytes);
+  if (HK_UNLIKELY((v & 1023) == 0)) heap_tick(h);
+}
+
 __attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool zero) {
   int saved = errno;
   Heap* h = t_heap;
@@ -42,8 +52,7 @@ __attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
     Magazine& m = h->pool[c];
     if (HK_LIKELY(m.head != nullptr)) {
       Block* b = m.pop();
-      thread_count(&h->ctl, proto::Tier::Pool, proto::ThreadCounter::Allocs, 1);
-      thread_count(&h->ctl, proto::Tier::Pool, proto::ThreadCounter::AllocBytes, pool_class_size(c));
+      count_alloc(h, proto::Tier::Pool, pool_class_size(c));
       return b;
     }
     int saved = errno;
@@ -57,8 +66,7 @@ __attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
     if (HK_LIKELY(m.head != nullptr)) {
       Block* b = m.pop();
       h->bundle_bytes -= size_t{u} * kUnitSize;
-      thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Allocs, 1);
-      thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::AllocBytes, size_t{u} * kUnitSize);
+      count_alloc(h, proto::Tier::Bundle, size_t{u} * kUnitSize);
       return b;
     }
     int saved = errno;
@@ -91,11 +99,16 @@ __attribute__((always_inline)) inline void* malloc_inline(size_t n) {
     uint32_t c = tiny_class_of(n);
     Magazine& m = h->tiny[c];
     Block* b = m.head;
-    if (HK_LIKELY(b != nullptr && --h->tick > 0)) {
+    if (HK_LIKELY(b != nullptr)) {
       m.head = b->next;
       m.count--;
       b->cookie = 0;
-      slot_add(h->ctl.slot->tiny_class_allocs[c], 1);
+      // The per-class count doubles as the countdown to the periodic check (control_poll,
+      // decay): every kTickOps allocations of a class, without a counter of its own.
+      std::atomic<uint64_t>& cnt = h->ctl.slot->tiny_class_allocs[c];
+      uint64_t v = cnt.load(std::memory_order_relaxed) + 1;
+      cnt.store(v, std::memory_order_relaxed);
+      if (HK_UNLIKELY((v & (kTickOps - 1)) == 0)) heap_tick(h);
       return b;
     }
     return tiny_slow(h, c);

@@ -69,8 +69,8 @@ void tier_line(FmtBuf& b, const char* name, const TierSnapshot& t) {
   rcol_pct(b, l0, 40, t.hits(), t.allocs());
   rcol_u64(b, l0, 48, t.get(ThreadCounter::RemoteFrees));
   rcol_bytes(b, l0, 60, t.live_bytes());
-  rcol_bytes(b, l0, 72, t.get(GlobalCounter::CachedBytes));
-  rcol_bytes(b, l0, 84, t.get(GlobalCounter::MappedBytes));
+  rcol_bytes(b, l0, 72, stats_gauge(t.get(GlobalCounter::CachedBytes)));
+  rcol_bytes(b, l0, 84, stats_gauge(t.get(GlobalCounter::MappedBytes)));
   rcol_u64(b, l0, 92, t.get(GlobalCounter::OsMaps));
   rcol_u64(b, l0, 100, t.get(GlobalCounter::OsUnmaps));
   rcol_u64(b, l0, 108, t.get(GlobalCounter::Madvises));
@@ -125,7 +125,7 @@ void print_summary() {
 uint64_t sum_global(const Snapshot& s, GlobalCounter c, bool with_whale) {
   uint64_t v = 0;
   for (size_t t = 0; t < proto::kTierCount; t++)
-    if (with_whale || t != static_cast<size_t>(proto::Tier::Whale)) v += s.tier[t].get(c);
+    if (with_whale || t != static_cast<size_t>(proto::Tier::Whale)) v += stats_gauge(s.tier[t].get(c));
   return v;
 }
 
@@ -149,7 +149,7 @@ MallinfoFigures mallinfo_figures() {
   MallinfoFigures m{};
   m.arena = sum_global(s, GlobalCounter::MappedBytes, false);
   m.hblks = whale.live_objects();
-  m.hblkhd = whale.get(GlobalCounter::MappedBytes);
+  m.hblkhd = stats_gauge(whale.get(GlobalCounter::MappedBytes));
   m.uordblks = sum_live(s);
   m.fordblks = sum_global(s, GlobalCounter::CachedBytes, true);
   return m;
@@ -173,8 +173,8 @@ void xml_tier(FmtBuf& b, size_t nr, const Snapshot& s) {
   b.str("</sizes>\n");
   b.str("<total type=\"live\" count=\"").u64(t.live_objects()).str("\" size=\"").u64(t.live_bytes())
       .str("\"/>\n");
-  b.str("<total type=\"cached\" size=\"").u64(t.get(GlobalCounter::CachedBytes)).str("\"/>\n");
-  b.str("<system type=\"current\" size=\"").u64(t.get(GlobalCounter::MappedBytes)).str("\"/>\n");
+  b.str("<total type=\"cached\" size=\"").u64(stats_gauge(t.get(GlobalCounter::CachedBytes))).str("\"/>\n");
+  b.str("<system type=\"current\" size=\"").u64(stats_gauge(t.get(GlobalCounter::MappedBytes))).str("\"/>\n");
   b.str("<counters allocs=\"").u64(t.allocs()).str("\" frees=\"").u64(t.frees()).str("\" hits=\"")
       .u64(t.hits()).str("\" misses=\"").u64(t.misses()).str("\" remote_frees=\"")
       .u64(t.get(ThreadCounter::RemoteFrees)).str("\" os_maps=\"").u64(t.get(GlobalCounter::OsMaps))
@@ -214,7 +214,7 @@ HAKMEM_API int malloc_info(int options, FILE* fp) __THROW {
   b.str("<total type=\"live\" count=\"").u64(live_count).str("\" size=\"").u64(sum_live(s)).str("\"/>\n");
   b.str("<total type=\"cached\" size=\"").u64(sum_global(s, GlobalCounter::CachedBytes, true)).str("\"/>\n");
   b.str("<total type=\"mmap\" count=\"").u64(s.tier[static_cast<size_t>(proto::Tier::Whale)].live_objects())
-      .str("\" size=\"").u64(s.tier[static_cast<size_t>(proto::Tier::Whale)].get(GlobalCounter::MappedBytes))
+      .str("\" size=\"").u64(stats_gauge(s.tier[static_cast<size_t>(proto::Tier::Whale)].get(GlobalCounter::MappedBytes)))
       .str("\"/>\n");
   b.str("<system type=\"current\" size=\"").u64(mapped).str("\"/>\n");
   b.str("<aspace type=\"total\" size=\"").u64(mapped).str("\"/>\n");

@@ -91,9 +91,12 @@ void drain_ready(Heap* h) {
   }
 }
 
+// The adaptive ceiling: 128 KiB of blocks per class. The blocks sit in our own slabs either
+// way; a magazine that holds a program's whole working set of a class (thousands of live
+// small strings) spares it a flush and a refill per object.
 uint32_t tiny_max_cap(uint32_t c) {
-  uint32_t m = static_cast<uint32_t>(32768 / kTinyClassSize[c]);
-  return m < 16 ? 16 : (m > 512 ? 512 : m);
+  uint32_t m = static_cast<uint32_t>((128 * 1024) / kTinyClassSize[c]);
+  return m < 16 ? 16 : (m > 4096 ? 4096 : m);
 }
 
 }  // namespace
@@ -109,8 +112,8 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
     h = heap_get_slow();
     if (!h) return nullptr;
   }
-  if (h->tick <= 0) heap_tick(h);
   Magazine& m = h->tiny[c];
+  heap_tick(h);  // every refill is a slow path anyway: a chance to see knob changes
   if (!m.head) {
     thread_count(&h->ctl, Tier::Tiny, ThreadCounter::Misses, 1);
     // Adaptive capacity: a class that misses again gets a bigger magazine.

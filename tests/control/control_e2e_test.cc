@@ -206,7 +206,7 @@ TEST_F(ControlE2E, GarbageInTheKnobBlockIsClampedAndTheProgramKeepsWorking) {
   EXPECT_EQ(r.num("s6.whale.allocs"), 4);
 }
 
-TEST_F(ControlE2E, ShmOffCreatesNoSegment) {
+TEST_F(ControlE2E, KnobShmEnableZeroCreatesNoSegment) {
   ProbeRun r = run({"knobs", "churn 100 100"}, {"HAKMEM_SHM=0"});
   ASSERT_RAN(r);
   EXPECT_EQ(r.num("segment"), 0);
@@ -214,7 +214,7 @@ TEST_F(ControlE2E, ShmOffCreatesNoSegment) {
   EXPECT_TRUE(files().empty());
 }
 
-TEST_F(ControlE2E, StatsPrintWritesTheSummaryAtExit) {
+TEST_F(ControlE2E, KnobStatsPrintWritesTheSummaryAtExit) {
   ProbeRun r = run({"churn 64 100", "churn 3000000 2"}, {"HAKMEM_STATS=1"});
   ASSERT_RAN(r);
   EXPECT_NE(r.err.find("hakmem "), std::string::npos) << r.err;
@@ -458,6 +458,30 @@ TEST_F(ControlE2E, KnobAbortOnErrorTurnsAReportIntoAnAbort) {
   EXPECT_FALSE(die.has("survived"));
   // Killed by a signal: no destructor ran, the segment stays for hakmemd to reap.
   EXPECT_EQ(files().size(), 1u);
+}
+
+// The knob table grows; this keeps "a test proves each knob" true: every knob ID needs a
+// test here named Knob<ID>... (site.rules is the site-rules issue's to prove).
+TEST(ControlKnobCoverage, EveryKnobHasItsOwnBehaviourTest) {
+  const char* const ids[] = {
+#define HAKMEM_KNOB(ID, NAME, TYPE, DEF, MIN, MAX, MODE, ENV, HELP) #ID,
+#include "hakmem/proto/knobs.def"
+#undef HAKMEM_KNOB
+  };
+  const ::testing::UnitTest* ut = ::testing::UnitTest::GetInstance();
+  for (const char* id : ids) {
+    if (std::string(id) == "SiteRules") continue;
+    const std::string prefix = std::string("Knob") + id;
+    bool found = false;
+    for (int i = 0; i < ut->total_test_suite_count() && !found; i++) {
+      const ::testing::TestSuite* suite = ut->GetTestSuite(i);
+      for (int j = 0; j < suite->total_test_count() && !found; j++) {
+        const std::string name = suite->GetTestInfo(j)->name();
+        found = name.rfind(prefix, 0) == 0;
+      }
+    }
+    EXPECT_TRUE(found) << "no ControlE2E test named " << prefix << "...";
+  }
 }
 
 }  // namespace

@@ -453,6 +453,8 @@ TEST_F(ControlShm, StatsGetSummarisesTheSegment) {
   control_add(proto::Tier::Whale, proto::GlobalCounter::MappedBytes, 4 << 20);
   control_add(proto::Tier::Tiny, proto::GlobalCounter::MappedBytes, 1 << 20);
   control_add(proto::Tier::Tiny, proto::GlobalCounter::CachedBytes, 4096);
+  // A gauge that slipped below zero reads as 0, not as 16 EiB.
+  control_add(proto::Tier::Bundle, proto::GlobalCounter::CachedBytes, -8192);
   hakmem_stats st;
   ASSERT_EQ(hakmem_stats_get(&st, sizeof st), HAKMEM_OK);
   EXPECT_EQ(st.tier[HAKMEM_TIER_TINY].allocs, 10u);
@@ -460,6 +462,7 @@ TEST_F(ControlShm, StatsGetSummarisesTheSegment) {
   EXPECT_EQ(st.tier[HAKMEM_TIER_TINY].live_bytes, 6u * 32);
   EXPECT_EQ(st.tier[HAKMEM_TIER_WHALE].live_bytes, 4u << 20);
   EXPECT_EQ(st.tier[HAKMEM_TIER_WHALE].mapped_bytes, 4u << 20);
+  EXPECT_EQ(st.tier[HAKMEM_TIER_BUNDLE].cached_bytes, 0u);
   EXPECT_EQ(st.threads_live, 1u);
   EXPECT_EQ(st.shared, 1);
   EXPECT_STREQ(st.segment_path, control_segment_path());
@@ -500,6 +503,7 @@ TEST_F(ControlShm, StatsGetSummarisesTheSegment) {
   EXPECT_NE(out.find("\nwhale "), std::string::npos) << out;
   EXPECT_NE(out.find("threads live 1"), std::string::npos) << out;
   EXPECT_NE(out.find("192 B"), std::string::npos) << out;
+  EXPECT_EQ(out.find("TiB"), std::string::npos) << out;
 }
 
 // ---- error reports ----
