@@ -1,0 +1,66 @@
+// Helpers for tests that run with hakmem as the process allocator (linked or preloaded).
+#pragma once
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <string>
+
+extern "C" {
+// Not in every libc (glibc 2.36 has none of them): weak, so a test binary that is not linked
+// with hakmem still links, and binds them to the preloaded hakmem at run time.
+__attribute__((weak)) void free_sized(void* p, size_t size);
+__attribute__((weak)) void free_aligned_sized(void* p, size_t align, size_t size);
+__attribute__((weak)) void cfree(void* p);
+}
+
+namespace hakmem_test {
+
+// Runs fn with fd 2 redirected to a temporary file and returns what was written to it.
+template <typename Fn>
+std::string capture_stderr(Fn fn) {
+  char path[] = "/tmp/hakmem_alloc_test_XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return "<mkstemp failed>";
+  unlink(path);
+  fflush(stderr);
+  int saved = dup(2);
+  dup2(fd, 2);
+  fn();
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  std::string out;
+  char buf[4096];
+  lseek(fd, 0, SEEK_SET);
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
+inline std::string hex(const void* p) {
+  char b[32];
+  snprintf(b, sizeof b, "0x%lx", static_cast<unsigned long>(reinterpret_cast<uintptr_t>(p)));
+  return b;
+}
+
+// Fills a block with a pattern derived from its address and a seed; check_pattern verifies.
+inline void fill_pattern(void* p, size_t n, uint32_t seed) {
+  unsigned char* c = static_cast<unsigned char*>(p);
+  for (size_t i = 0; i < n; i++) c[i] = static_cast<unsigned char>((i * 31 + seed) ^ (i >> 8));
+}
+inline bool check_pattern(const void* p, size_t n, uint32_t seed) {
+  const unsigned char* c = static_cast<const unsigned char*>(p);
+  for (size_t i = 0; i < n; i++)
+    if (c[i] != static_cast<unsigned char>((i * 31 + seed) ^ (i >> 8))) return false;
+  return true;
+}
+
+// True when `sym` resolves to the hakmem library (so the test really exercises hakmem).
+bool resolves_to_hakmem(const char* sym);
+
+}  // namespace hakmem_test

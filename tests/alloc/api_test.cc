@@ -1,0 +1,340 @@
+// The C API edge matrix, run with hakmem as the process allocator: zero and huge sizes,
+// overflow, errno, every alignment from 1 B to 1 MiB, realloc across every tier boundary,
+// malloc_usable_size, first allocation of every size class in a fresh thread, and the
+// reports of invalid and double frees.
+#include <dlfcn.h>
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+#include "alloc_test_util.h"
+
+using namespace hakmem_test;
+
+namespace {
+
+// Sizes that the compiler must not see (it would warn about, or fold, the impossible calls).
+volatile size_t g_max = SIZE_MAX;
+
+// Sizes at and around every tier and class boundary.
+const size_t kBoundarySizes[] = {0,      1,      8,       15,      16,      17,       100,
+                                 1023,   1024,   1025,    4096,    32767,   32768,    32769,
+                                 65536,  200000, 1048575, 1048576, 1048577, 2097152,  5000000};
+
+TEST(AllocApi, RunsOnHakmem) {
+  for (const char* s : {"malloc", "free", "calloc", "realloc", "posix_memalign", "malloc_usable_size"})
+    EXPECT_TRUE(resolves_to_hakmem(s)) << s;
+}
+
+TEST(AllocApi, ZeroSizeGivesAUniqueFreeableBlock) {
+  void* a = malloc(0);
+  void* b = malloc(0);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_NE(a, b);
+  EXPECT_GE(malloc_usable_size(a), 0u);
+  free(a);
+  free(b);
+  void* c = calloc(0, 10);
+  ASSERT_NE(c, nullptr);
+  free(c);
+}
+
+TEST(AllocApi, FreeNullAndErrnoUntouchedByFree) {
+  errno = 1234;
+  free(nullptr);
+  void* p = malloc(100);
+  free(p);
+  void* q = malloc(3 << 20);
+  free(q);
+  void* r = malloc(300000);
+  free(r);
+  EXPECT_EQ(errno, 1234);
+}
+
+TEST(AllocApi, SuccessfulMallocKeepsErrno) {
+  errno = 777;
+  for (size_t n : kBoundarySizes) free(malloc(n));
+  EXPECT_EQ(errno, 777);
+}
+
+TEST(AllocApi, HugeRequestsFailWithEnomem) {
+  for (size_t n : {size_t{g_max}, g_max / 2, (size_t{1} << 62), (size_t{1} << 50)}) {
+    errno = 0;
+    EXPECT_EQ(malloc(n), nullptr) << n;
+    EXPECT_EQ(errno, ENOMEM) << n;
+  }
+  errno = 0;
+  EXPECT_EQ(calloc(1, g_max), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  void* p = nullptr;
+  EXPECT_EQ(posix_memalign(&p, 64, g_max / 2), ENOMEM);
+  EXPECT_EQ(p, nullptr);
+}
+
+TEST(AllocApi, CallocOverflowIsCaught) {
+  errno = 0;
+  EXPECT_EQ(calloc(g_max / 2, 3), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  errno = 0;
+  EXPECT_EQ(calloc(g_max >> 31, size_t{1} << 33), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+}
+
+TEST(AllocApi, CallocZeroesReusedMemoryInEveryTier) {
+  for (size_t n : kBoundarySizes) {
+    if (n == 0) continue;
+    // Dirty blocks of this size first so calloc must really clear reused memory.
+    for (int i = 0; i < 4; i++) {
+      void* d = malloc(n);
+      memset(d, 0xAB, n);
+      free(d);
+    }
+    unsigned char* p = static_cast<unsigned char*>(calloc(1, n));
+    ASSERT_NE(p, nullptr);
+    for (size_t i = 0; i < n; i++) ASSERT_EQ(p[i], 0) << n << " at " << i;
+    free(p);
+  }
+}
+
+TEST(AllocApi, ReallocarrayOverflowLeavesTheBlockAlone) {
+  char* p = static_cast<char*>(malloc(64));
+  strcpy(p, "keep me");
+  errno = 0;
+  void* (*volatile ra)(void*, size_t, size_t) = reallocarray;  // opaque: p survives a failed call
+  EXPECT_EQ(ra(p, g_max / 4, 8), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  EXPECT_STREQ(p, "keep me");
+  char* q = static_cast<char*>(ra(p, 100, 10));
+  ASSERT_NE(q, nullptr);
+  EXPECT_STREQ(q, "keep me");
+  EXPECT_GE(malloc_usable_size(q), 1000u);
+  free(q);
+}
+
+TEST(AllocApi, ReallocAcrossEveryTierBoundaryKeepsContents) {
+  // Grow through every boundary size, then shrink back down, checking the contents each step.
+  void* p = malloc(1);
+  size_t have = 1;
+  fill_pattern(p, have, 7);
+  auto step = [&](size_t n) {
+    void* q = realloc(p, n);
+    ASSERT_NE(q, nullptr) << n;
+    size_t keep = n < have ? n : have;
+    ASSERT_TRUE(check_pattern(q, keep, 7)) << have << " -> " << n;
+    p = q;
+    have = n;
+    fill_pattern(p, have, 7);
+    ASSERT_GE(malloc_usable_size(p), n);
+  };
+  for (size_t n : kBoundarySizes)
+    if (n) step(n);
+  for (size_t i = sizeof kBoundarySizes / sizeof kBoundarySizes[0]; i-- > 0;)
+    if (kBoundarySizes[i]) step(kBoundarySizes[i]);
+  free(p);
+}
+
+TEST(AllocApi, ReallocNullAndZero) {
+  void* p = realloc(nullptr, 50);
+  ASSERT_NE(p, nullptr);
+  EXPECT_GE(malloc_usable_size(p), 50u);
+  EXPECT_EQ(realloc(p, 0), nullptr);  // glibc semantics: frees and returns NULL
+  errno = 0;
+  void* (*volatile realloc_fn)(void*, size_t) = realloc;  // opaque to the compiler's checks
+  EXPECT_EQ(realloc_fn(nullptr, g_max), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  void* q = malloc(100);
+  errno = 0;
+  EXPECT_EQ(realloc_fn(q, g_max - 10), nullptr);
+  EXPECT_EQ(errno, ENOMEM);
+  free(q);  // still ours after a failed realloc
+}
+
+TEST(AllocApi, UsableSizeCoversTheRequest) {
+  for (size_t n = 1; n < 70000; n = n * 5 / 4 + 1) {
+    void* p = malloc(n);
+    ASSERT_GE(malloc_usable_size(p), n) << n;
+    memset(p, 1, malloc_usable_size(p));  // the whole usable size is writable
+    free(p);
+  }
+  for (size_t n : kBoundarySizes) {
+    void* p = malloc(n);
+    EXPECT_GE(malloc_usable_size(p), n) << n;
+    free(p);
+  }
+  EXPECT_EQ(malloc_usable_size(nullptr), 0u);
+}
+
+TEST(AllocApi, EveryAlignmentFromOneByteToOneMebibyte) {
+  ASSERT_NE(&free_aligned_sized, nullptr);
+  const size_t sizes[] = {1, 24, 100, 1000, 5000, 40000, 300000, 1100000, 3000000};
+  for (size_t a = 1; a <= (size_t{1} << 20); a <<= 1) {
+    for (size_t n : sizes) {
+      SCOPED_TRACE(testing::Message() << "align " << a << " size " << n);
+      void* p = nullptr;
+      if (a >= sizeof(void*)) {
+        ASSERT_EQ(posix_memalign(&p, a, n), 0);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % a, 0u);
+        EXPECT_GE(malloc_usable_size(p), n);
+        memset(p, 0x5c, n);
+        free(p);
+      }
+      p = aligned_alloc(a, n);
+      ASSERT_NE(p, nullptr);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % a, 0u);
+      memset(p, 0x5c, n);
+      free_aligned_sized(p, a, n);
+      p = memalign(a, n);
+      ASSERT_NE(p, nullptr);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % a, 0u);
+      void* q = realloc(p, n * 2);  // an aligned block reallocates like any other
+      ASSERT_NE(q, nullptr);
+      free(q);
+    }
+  }
+}
+
+TEST(AllocApi, BadAlignmentsAreRefused) {
+  void* p = reinterpret_cast<void*>(0x1);
+  EXPECT_EQ(posix_memalign(&p, 3, 10), EINVAL);
+  EXPECT_EQ(posix_memalign(&p, 0, 10), EINVAL);
+  EXPECT_EQ(posix_memalign(&p, 4, 10), EINVAL);  // not a multiple of sizeof(void*)
+  EXPECT_EQ(posix_memalign(&p, 24, 10), EINVAL);
+  EXPECT_EQ(p, reinterpret_cast<void*>(0x1));   // untouched on failure
+  errno = 0;
+  EXPECT_EQ(aligned_alloc(3, 10), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  errno = 0;
+  EXPECT_EQ(aligned_alloc(0, 10), nullptr);
+  EXPECT_EQ(errno, EINVAL);
+  // memalign rounds a non-power-of-two alignment up, as glibc does.
+  void* m = memalign(48, 10);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(m) % 64, 0u);
+  free(m);
+}
+
+TEST(AllocApi, VallocAndPvalloc) {
+  long page = sysconf(_SC_PAGESIZE);
+  void* v = valloc(10);
+  ASSERT_NE(v, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(v) % page, 0u);
+  free(v);
+  void* pv = pvalloc(page + 1);
+  ASSERT_NE(pv, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(pv) % page, 0u);
+  EXPECT_GE(malloc_usable_size(pv), 2u * page);
+  free(pv);
+  void* p0 = pvalloc(0);
+  ASSERT_NE(p0, nullptr);
+  EXPECT_GE(malloc_usable_size(p0), static_cast<size_t>(page));
+  free(p0);
+}
+
+TEST(AllocApi, SizedFreesAndCfree) {
+  ASSERT_NE(&free_sized, nullptr);
+  ASSERT_NE(&free_aligned_sized, nullptr);
+  ASSERT_NE(&cfree, nullptr);
+  for (size_t n : kBoundarySizes) {
+    void* p = malloc(n);
+    free_sized(p, n);
+    void* q = malloc(n);
+    cfree(q);
+  }
+}
+
+TEST(AllocApi, MalloptAndTrim) {
+  EXPECT_EQ(mallopt(M_ARENA_MAX, 2), 1);
+  EXPECT_EQ(mallopt(M_MMAP_THRESHOLD, 1 << 20), 1);
+  EXPECT_EQ(mallopt(12345, 1), 0);
+  std::vector<void*> v;
+  for (int i = 0; i < 64; i++) v.push_back(malloc(200000));
+  for (void* p : v) free(p);
+  void* w = malloc(8 << 20);
+  free(w);
+  EXPECT_EQ(malloc_trim(0), 1);  // there was cached memory to give back
+  void* after = malloc(200000);  // and everything still works
+  ASSERT_NE(after, nullptr);
+  memset(after, 1, 200000);
+  free(after);
+}
+
+TEST(AllocApi, FirstAllocationOfEverySizeClassInAFreshThread) {
+  std::vector<size_t> sizes;
+  for (size_t n = 16; n <= 1024; n += 16) sizes.push_back(n);          // every tiny class
+  for (size_t n = 1280; n <= 32768; n += 256) sizes.push_back(n);      // every pool class
+  for (size_t u = 3; u <= 64; u++) sizes.push_back(u * 16384);         // every bundle run
+  for (size_t n : {size_t{1048577}, size_t{3} << 20, size_t{17} << 20}) sizes.push_back(n);
+  for (size_t n : sizes) {
+    bool ok = false;
+    std::thread t([n, &ok] {
+      unsigned char* p = static_cast<unsigned char*>(malloc(n));
+      if (!p) return;
+      memset(p, 0xEE, n);
+      ok = malloc_usable_size(p) >= n && p[n - 1] == 0xEE;
+      free(p);
+      void* q = calloc(1, n);
+      ok = ok && q && static_cast<unsigned char*>(q)[n / 2] == 0;
+      free(q);
+    });
+    t.join();
+    EXPECT_TRUE(ok) << n;
+  }
+}
+
+TEST(AllocApi, InvalidFreeIsReportedWithTheAddressAndTheProcessContinues) {
+  static char not_heap[64];
+  int on_stack = 0;
+  void* inner = malloc(256);
+  char* interior = static_cast<char*>(inner) + 16;
+  void* big = malloc(4 << 20);
+  char* big_interior = static_cast<char*>(big) + 8192;
+  void (*volatile free_fn)(void*) = free;  // the compiler rightly warns about these calls
+  std::string err = capture_stderr([&] {
+    free_fn(&not_heap[16]);
+    free_fn(&on_stack);
+    free_fn(interior);
+    free_fn(big_interior);
+    free_fn(reinterpret_cast<void*>(uintptr_t{0xdead} << 48));  // non-canonical
+  });
+  EXPECT_NE(err.find(hex(&not_heap[16])), std::string::npos) << err;
+  EXPECT_NE(err.find(hex(&on_stack)), std::string::npos) << err;
+  EXPECT_NE(err.find(hex(interior)), std::string::npos) << err;
+  EXPECT_NE(err.find(hex(big_interior)), std::string::npos) << err;
+  EXPECT_NE(err.find("invalid"), std::string::npos) << err;
+  // The real blocks are intact and still free normally.
+  memset(inner, 3, 256);
+  free(inner);
+  free(big);
+  void* again = malloc(256);
+  ASSERT_NE(again, nullptr);
+  free(again);
+}
+
+TEST(AllocApi, DoubleFreeIsReportedInEveryTier) {
+  for (size_t n : {size_t{48}, size_t{3000}, size_t{100000}, size_t{3} << 20}) {
+    void* p = malloc(n);
+    memset(p, 7, n);
+    std::string err = capture_stderr([&] {
+      free(p);
+      free(p);
+    });
+    EXPECT_NE(err.find("double free"), std::string::npos) << n << ": " << err;
+    EXPECT_NE(err.find(hex(p)), std::string::npos) << n << ": " << err;
+    // The allocator still hands out distinct, usable blocks of that size.
+    void* a = malloc(n);
+    void* b = malloc(n);
+    EXPECT_NE(a, b);
+    memset(a, 1, n);
+    memset(b, 2, n);
+    EXPECT_EQ(static_cast<unsigned char*>(a)[n - 1], 1);
+    free(a);
+    free(b);
+  }
+}
+
+}  // namespace

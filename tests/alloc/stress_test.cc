@@ -1,0 +1,243 @@
+// Multi-threaded stress with hakmem as the process allocator: cross-thread frees with
+// content cookies across all tiers, thread churn, fork while other threads allocate, and
+// bounded memory for producer/consumer frees. Short (seconds) and deterministic per seed.
+#include <malloc.h>
+#include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "alloc_test_util.h"
+
+using namespace hakmem_test;
+
+namespace {
+
+struct Rng {
+  uint64_t s;
+  uint64_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  }
+};
+
+// Mostly small, sometimes pool, bundle and whale sizes.
+size_t pick_size(Rng& r) {
+  uint64_t x = r.next() % 1000;
+  if (x < 700) return 1 + r.next() % 256;
+  if (x < 900) return 257 + r.next() % 4000;
+  if (x < 970) return 4096 + r.next() % 60000;
+  if (x < 997) return 65536 + r.next() % 900000;
+  return (1 << 20) + r.next() % (3 << 20);
+}
+
+// A block carries its own size in its first word, so one atomic pointer hands it over.
+uint32_t seed_of(const void* p, size_t n) {
+  return static_cast<uint32_t>(reinterpret_cast<uintptr_t>(p) >> 4) ^ static_cast<uint32_t>(n);
+}
+void stamp(void* p, size_t n) {
+  memcpy(p, &n, sizeof n);
+  unsigned char* c = static_cast<unsigned char*>(p) + sizeof n;
+  size_t body = n - sizeof n < 4096 ? n - sizeof n : 4096;
+  fill_pattern(c, body, seed_of(p, n));
+  if (n > 4096 + sizeof n) static_cast<unsigned char*>(p)[n - 1] = static_cast<unsigned char>(seed_of(p, n));
+}
+// Returns the block's size, or 0 when its contents were damaged.
+size_t verify(const void* p) {
+  size_t n;
+  memcpy(&n, p, sizeof n);
+  if (n < 16 || n > (5u << 20)) return 0;
+  const unsigned char* c = static_cast<const unsigned char*>(p) + sizeof n;
+  size_t body = n - sizeof n < 4096 ? n - sizeof n : 4096;
+  if (!check_pattern(c, body, seed_of(p, n))) return 0;
+  if (n > 4096 + sizeof n && static_cast<const unsigned char*>(p)[n - 1] != static_cast<unsigned char>(seed_of(p, n))) return 0;
+  return n;
+}
+
+TEST(AllocStress, CrossThreadFreesWithContentCookiesAcrossAllTiers) {
+  constexpr int kThreads = 4, kSlots = 4096, kOps = 60000;
+  std::vector<std::atomic<void*>> slots(kSlots);
+  std::atomic<long> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      Rng r{0x9e3779b97f4a7c15ull * (t + 1)};
+      for (int i = 0; i < kOps; i++) {
+        size_t n = pick_size(r) + 16;
+        void* p = malloc(n);
+        if (!p || malloc_usable_size(p) < n) {
+          bad++;
+          continue;
+        }
+        stamp(p, n);
+        // Swap with a random slot: the previous occupant (often another thread's block) is
+        // checked and freed here, sometimes after a realloc that must keep its contents.
+        void* old = slots[r.next() % kSlots].exchange(p);
+        if (!old) continue;
+        size_t on = verify(old);
+        if (on == 0) {
+          bad++;
+          continue;
+        }
+        if (r.next() % 8 == 0) {
+          size_t nn = pick_size(r) + 16;
+          void* q = realloc(old, nn);
+          if (!q) {
+            bad++;
+            continue;
+          }
+          size_t keep = nn < on ? nn : on;
+          // The moved prefix is intact: the size word and the start of the pattern.
+          size_t got;
+          memcpy(&got, q, sizeof got);
+          size_t body = keep - sizeof on < 4096 ? keep - sizeof on : 4096;
+          if (got != on || !check_pattern(static_cast<unsigned char*>(q) + sizeof on, body, seed_of(old, on))) bad++;
+          old = q;
+        }
+        free(old);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& s : slots) {
+    void* p = s.load();
+    if (!p) continue;
+    if (verify(p) == 0) bad++;
+    free(p);
+  }
+  EXPECT_EQ(bad.load(), 0);
+}
+
+TEST(AllocStress, ThreadChurnWithBlocksOutlivingTheirThreads) {
+  constexpr int kRounds = 40, kPerRound = 8, kBlocks = 300;
+  std::vector<void*> survivors;
+  std::atomic<long> bad{0};
+  for (int round = 0; round < kRounds; round++) {
+    std::vector<std::vector<void*>> kept(kPerRound);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kPerRound; t++) {
+      threads.emplace_back([&, t, round] {
+        Rng r{static_cast<uint64_t>(round * 131 + t + 1)};
+        std::vector<void*> mine;
+        for (int i = 0; i < kBlocks; i++) {
+          size_t n = pick_size(r) % 5000 + 1;
+          char* p = static_cast<char*>(malloc(n));
+          if (!p) { bad++; continue; }
+          memset(p, t + 1, n);
+          p[0] = static_cast<char>(n & 0x7f);
+          mine.push_back(p);
+        }
+        // Free half here; the rest outlives the thread and is freed by the main thread.
+        for (size_t i = 0; i < mine.size(); i += 2) free(mine[i]);
+        for (size_t i = 1; i < mine.size(); i += 2) kept[t].push_back(mine[i]);
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (auto& v : kept)
+      for (void* p : v) free(p);
+  }
+  EXPECT_EQ(bad.load(), 0);
+}
+
+TEST(AllocStress, ForkWhileOtherThreadsAllocate) {
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; t++) {
+    threads.emplace_back([&, t] {
+      Rng r{static_cast<uint64_t>(t + 77)};
+      std::vector<void*> v(64, nullptr);
+      while (!stop.load(std::memory_order_relaxed)) {
+        size_t i = r.next() % v.size();
+        free(v[i]);
+        v[i] = malloc(pick_size(r));
+      }
+      for (void* p : v) free(p);
+    });
+  }
+  for (int k = 0; k < 20; k++) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      // The child allocates at once, in every tier, from the thread that forked.
+      Rng r{static_cast<uint64_t>(k + 1)};
+      for (int i = 0; i < 2000; i++) {
+        size_t n = pick_size(r);
+        void* p = malloc(n);
+        if (!p) _exit(2);
+        memset(p, 1, n < 8192 ? n : 8192);
+        free(p);
+      }
+      std::thread t([] {
+        void* p = malloc(100);
+        free(p);
+      });
+      t.join();
+      _exit(0);
+    }
+    int st = 0;
+    ASSERT_EQ(waitpid(pid, &st, 0), pid);
+    ASSERT_TRUE(WIFEXITED(st)) << "child died with signal " << (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+    EXPECT_EQ(WEXITSTATUS(st), 0);
+  }
+  stop = true;
+  for (auto& t : threads) t.join();
+}
+
+long rss_kib() {
+  FILE* f = fopen("/proc/self/statm", "r");
+  long pages = 0, rss = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+    fclose(f);
+  }
+  return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+TEST(AllocStress, ProducerConsumerFreesDoNotGrowMemoryWithoutBound) {
+  // One thread allocates, another frees: every tiny and pool block is freed remotely.
+  constexpr int kBatch = 1000, kBatches = 1500;
+  std::atomic<void**> handoff{nullptr};
+  std::atomic<bool> done{false};
+  long start = rss_kib();
+  long peak = start;
+  std::thread consumer([&] {
+    for (;;) {
+      void** batch = handoff.exchange(nullptr);
+      if (!batch) {
+        if (done.load()) break;
+        std::this_thread::yield();
+        continue;
+      }
+      for (int i = 0; i < kBatch; i++) free(batch[i]);
+      free(batch);
+    }
+  });
+  Rng r{99};
+  for (int b = 0; b < kBatches; b++) {
+    void** batch = static_cast<void**>(malloc(sizeof(void*) * kBatch));
+    for (int i = 0; i < kBatch; i++) {
+      size_t n = 8 + r.next() % 3000;
+      batch[i] = malloc(n);
+      memset(batch[i], 1, n < 64 ? n : 64);
+    }
+    while (handoff.load() != nullptr) std::this_thread::yield();
+    handoff.store(batch);
+    if (b % 100 == 0) {
+      long now = rss_kib();
+      if (now > peak) peak = now;
+    }
+  }
+  while (handoff.load() != nullptr) std::this_thread::yield();
+  done = true;
+  consumer.join();
+  // 1.5 M blocks (~2.3 GB) went through; at most two batches (~3 MB) are live at a time.
+  EXPECT_LT(peak - start, 64 * 1024) << "RSS grew from " << start << " to " << peak << " KiB";
+}
+
+}  // namespace

@@ -1,0 +1,176 @@
+// Unit tests of the allocator's data structures on their own (size classes, page map,
+// magazine, MPSC stack). They do not use hakmem as the process allocator, so they also run
+// under ASan/UBSan and TSan.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "magazine.h"
+#include "mpsc.h"
+#include "pagemap.h"
+#include "sizeclass.h"
+
+namespace hakmem {
+uintptr_t g_cookie_secret = 0x1234567887654321ull;
+}
+
+using namespace hakmem;
+
+TEST(SizeClass, TinyClassesCoverEverySizeMonotonicallyAndAligned) {
+  uint32_t prev = 0;
+  for (size_t n = 0; n <= kTinyMax; n++) {
+    uint32_t c = tiny_class_of(n);
+    ASSERT_LT(c, kTinyClasses);
+    EXPECT_GE(kTinyClassSize[c], n) << n;
+    EXPECT_GE(c, prev) << n;
+    if (c > 0) {
+      EXPECT_LT(kTinyClassSize[c - 1], n) << "class not the smallest fit for " << n;
+    }
+    EXPECT_EQ(kTinyClassSize[c] % 16, 0u);
+    prev = c;
+  }
+  EXPECT_EQ(tiny_class_of(kTinyMax), kTinyClasses - 1);
+}
+
+TEST(SizeClass, PoolClassesAreTightAndAligned) {
+  uint32_t prev = 0;
+  for (size_t n = kTinyMax + 1; n <= kPoolMax; n++) {
+    uint32_t c = pool_class_of(n);
+    ASSERT_LT(c, kPoolClasses) << n;
+    uint32_t sz = pool_class_size(c);
+    EXPECT_GE(sz, n);
+    if (c > 0) {
+      EXPECT_LT(pool_class_size(c - 1), n);
+    }
+    // At most 25 % internal fragmentation.
+    EXPECT_LE(sz - n, sz / 4 + 1) << n;
+    EXPECT_EQ(sz % 256, 0u);
+    EXPECT_GE(c, prev);
+    prev = c;
+  }
+}
+
+TEST(SizeClass, BundleUnits) {
+  EXPECT_EQ(bundle_units_of(kPoolMax + 1), kBundleMinUnits);
+  EXPECT_EQ(bundle_units_of(kBundleMax), kBundleMaxUnits);
+  EXPECT_EQ(bundle_units_of(64 * 1024), 4u);
+  EXPECT_EQ(bundle_units_of(64 * 1024 + 1), 5u);
+}
+
+TEST(SizeClass, DivisionByMagicIsExactForEveryOffsetOfAPage) {
+  std::vector<uint32_t> sizes(kTinyClassSize, kTinyClassSize + kTinyClasses);
+  for (uint32_t c = 0; c < kPoolClasses; c++) sizes.push_back(pool_class_size(c));
+  for (uint32_t d : sizes) {
+    uint32_t m = div_magic(d);
+    for (uint32_t off = 0; off < 65536; off++) ASSERT_EQ(div_by_magic(off, m), off / d) << d << " " << off;
+  }
+}
+
+TEST(PageMap, EntriesAndBounds) {
+  auto map = std::make_unique<PageMap<36>>();  // 16 Ki entries, zero-initialised
+  const uintptr_t base = uintptr_t{5} << kChunkShift;
+  EXPECT_EQ(map->get(base), kMapNone);
+  map->set_range(base, 3 * kChunkSize - 100, kMapWhaleHead, kMapWhaleTail);
+  EXPECT_EQ(map->get(base), kMapWhaleHead);
+  EXPECT_EQ(map->get(base + kChunkSize + 5), kMapWhaleTail);
+  EXPECT_EQ(map->get(base + 3 * kChunkSize - 101), kMapWhaleTail);
+  EXPECT_EQ(map->get(base + 3 * kChunkSize), kMapNone);
+  EXPECT_EQ(map->get(base - 1), kMapNone);
+  // Beyond the mapped address bits: never ours, never out of bounds.
+  EXPECT_EQ(map->get(uintptr_t{1} << 40), kMapNone);
+  EXPECT_EQ(map->get(~uintptr_t{0}), kMapNone);
+  map->clear_range(base, 3 * kChunkSize);
+  EXPECT_EQ(map->get(base + kChunkSize), kMapNone);
+}
+
+TEST(Magazine, LifoCountCookieAndSplit) {
+  alignas(16) static Block blocks[10];
+  Magazine m;
+  m.cap = 8;
+  for (int i = 0; i < 8; i++) m.push(&blocks[i]);
+  EXPECT_TRUE(m.full());
+  EXPECT_EQ(blocks[3].cookie, block_cookie(&blocks[3]));
+  uint32_t n = 0;
+  Block* chain = m.split_after(3, &n);
+  EXPECT_EQ(n, 5u);
+  EXPECT_EQ(m.count, 3u);
+  int len = 0;
+  for (Block* b = chain; b; b = b->next) len++;
+  EXPECT_EQ(len, 5);
+  EXPECT_EQ(chain, &blocks[4]);  // the older blocks leave
+  Block* b = m.pop();
+  EXPECT_EQ(b, &blocks[7]);
+  EXPECT_EQ(b->cookie, 0u);
+  EXPECT_EQ(m.count, 2u);
+  chain = m.split_after(0, &n);
+  EXPECT_EQ(n, 2u);
+  EXPECT_EQ(m.head, nullptr);
+  EXPECT_EQ(m.count, 0u);
+}
+
+struct Node {
+  Node* next;
+  int producer;
+  int seq;
+};
+
+TEST(MpscStack, ManyProducersOneConsumerLoseNothingAndNotifyOncePerDrain) {
+  constexpr int kProducers = 4, kPerProducer = 20000;
+  MpscStack<Node, &Node::next> stack;
+  std::vector<Node> nodes(kProducers * kPerProducer);
+  std::atomic<int> notifications{0}, done{0};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kProducers; p++) {
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < kPerProducer; i++) {
+        Node* n = &nodes[p * kPerProducer + i];
+        n->producer = p;
+        n->seq = i;
+        if (stack.push(n)) notifications.fetch_add(1);
+      }
+      done.fetch_add(1);
+    });
+  }
+  std::vector<int> last(kProducers, kPerProducer);
+  int got = 0, drains = 0;
+  while (got < kProducers * kPerProducer) {
+    Node* n = stack.take_all();
+    if (!n) {
+      if (done.load() == kProducers && stack.empty()) break;
+      std::this_thread::yield();
+      continue;
+    }
+    drains++;
+    for (; n; n = n->next) {
+      // Within one drain a producer's nodes come newest first.
+      if (n->seq >= last[n->producer]) ADD_FAILURE() << "order";
+      last[n->producer] = n->seq;
+      got++;
+    }
+    for (auto& l : last) l = kPerProducer;
+  }
+  for (auto& t : threads) t.join();
+  Node* rest = stack.take_all();
+  if (rest) drains++;
+  for (; rest; rest = rest->next) got++;
+  EXPECT_EQ(got, kProducers * kPerProducer);
+  // Every non-empty drain was announced by exactly one push that found the stack empty.
+  EXPECT_EQ(notifications.load(), drains);
+}
+
+TEST(MpscStack, PushChain) {
+  Node a{}, b{}, c{};
+  MpscStack<Node, &Node::next> s;
+  a.next = &b;
+  EXPECT_TRUE(s.push_chain(&a, &b));
+  EXPECT_FALSE(s.push(&c));
+  Node* n = s.take_all();
+  EXPECT_EQ(n, &c);
+  EXPECT_EQ(n->next, &a);
+  EXPECT_EQ(n->next->next, &b);
+  EXPECT_EQ(n->next->next->next, nullptr);
+  EXPECT_TRUE(s.empty());
+}
