@@ -232,6 +232,9 @@ void whale_free(Heap* h, void* p, const char* what) {
   if (w->map_len > cap || knob(proto::Knob::WhaleDecayMs) == 0) {
     w->check = 0;
     unmap_whale(w);
+    // A lowered whale.cache_bytes or whale.decay_ms also applies to what is cached already.
+    if (g_whale_cached.load(std::memory_order_relaxed) > cap) enforce_cap();
+    if (knob(proto::Knob::WhaleDecayMs) == 0) whale_decay(now, true);
     return;
   }
   w->check = cached_check(p);
