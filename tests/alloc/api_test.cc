@@ -47,18 +47,15 @@ TEST(AllocApi, ZeroSizeGivesAUniqueFreeableBlock) {
 TEST(AllocApi, FreeNullAndErrnoUntouchedByFree) {
   errno = 1234;
   free(nullptr);
-  void* p = malloc(100);
-  free(p);
-  void* q = malloc(3 << 20);
-  free(q);
-  void* r = malloc(300000);
-  free(r);
+  free(kept(malloc(100)));
+  free(kept(malloc(3 << 20)));
+  free(kept(malloc(300000)));
   EXPECT_EQ(errno, 1234);
 }
 
 TEST(AllocApi, SuccessfulMallocKeepsErrno) {
   errno = 777;
-  for (size_t n : kBoundarySizes) free(malloc(n));
+  for (size_t n : kBoundarySizes) free(kept(malloc(n)));
   EXPECT_EQ(errno, 777);
 }
 
@@ -254,8 +251,7 @@ TEST(AllocApi, MalloptAndTrim) {
   std::vector<void*> v;
   for (int i = 0; i < 64; i++) v.push_back(malloc(200000));
   for (void* p : v) free(p);
-  void* w = malloc(8 << 20);
-  free(w);
+  free(kept(malloc(8 << 20)));
   EXPECT_EQ(malloc_trim(0), 1);  // there was cached memory to give back
   void* after = malloc(200000);  // and everything still works
   ASSERT_NE(after, nullptr);
