@@ -290,6 +290,22 @@ void arena_bundle_free(void* p) {
   decay_tick(now);
 }
 
+bool arena_bundle_grow(void* p, uint32_t units) {
+  BundleChunk* ch = bundle_chunk_of(p);
+  Arena& a = g_arena[ch->arena];
+  LockGuard g(a.lock);
+  uint32_t s = static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
+  uint32_t n = ch->run[s];
+  if (ch->state[s] != kUnitHead || n >= units || s + units > kUnitsPerChunk) return false;
+  // The extension [s+n, s+units) must be free: the first non-free unit from s+n.
+  if (bit_find(ch->free_bits, s + n, false) < s + units) return false;
+  bits_set_range(ch->free_bits, s + n, units - n, false);
+  for (uint32_t i = s + n; i < s + units; i++) ch->state[i] = kUnitTail;
+  ch->run[s] = static_cast<uint8_t>(units);
+  bundle_account(ch, s + n, units - n, -1, 0);
+  return true;
+}
+
 size_t arena_decay(uint64_t now, bool force) {
   size_t released = 0;
   const uint64_t age = force ? 0 : decay_ns(proto::Knob::BundleDecayMs);
