@@ -92,10 +92,10 @@ void small_chunk_unlink(Arena& a, SmallChunk* ch) {
 }
 
 BundleChunk* bundle_chunk_new(uint32_t shard) {
-  // The first bundle chunk of an arena stays on 4 KiB pages: a program with a few medium
-  // blocks should not pay 2 MiB of RSS per huge page. Once it needs more, the chunks are
-  // THP-hinted (fewer TLB misses and page faults for programs that use bundles in bulk).
-  void* p = chunk_map(Tier::Bundle, kMapBundle, g_arena[shard].bundle != nullptr);
+  // Chunks are huge-page aligned but not THP-hinted: measured, MADV_HUGEPAGE made the first
+  // touch of fresh memory stall in compaction (defrag=madvise) and bloated RSS for sparse
+  // use, while reuse from the caches already avoids the faults it would save.
+  void* p = chunk_map(Tier::Bundle, kMapBundle, false);
   if (!p) return nullptr;
   BundleChunk* ch = static_cast<BundleChunk*>(p);
   ch->map_kind = kMapBundle;
