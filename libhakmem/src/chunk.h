@@ -45,9 +45,11 @@ struct alignas(128) PageDesc {
   uint32_t used;                 // blocks handed out (including ones sitting in magazines)
   uint32_t capacity;             // blocks that fit in the page
   Block* free;                   // local free list (tiny: owner only; pool: shard lock)
-  MpscStack<Block, &Block::next> remote;  // tiny: blocks freed by other threads
   PageDesc* next;                // avail list
   PageDesc* prev;
+  // Second cache line: what other threads write, away from the fields the owner's fast
+  // paths read, so cross-thread frees do not bounce the owner's line.
+  alignas(64) MpscStack<Block, &Block::next> remote;  // tiny: blocks freed by other threads
   PageDesc* ready_next;          // tiny: link on the owner heap's ready list (MPSC)
   uint64_t free_since_ns;        // kPageFree: when it was released (for decay)
   uint8_t purged;                // kPageFree: pages returned to the OS (not backed)
@@ -63,6 +65,7 @@ struct SmallChunk {
   PageDesc pages[kPagesPerChunk];
 };
 static_assert(sizeof(SmallChunk) <= kPageSize, "small chunk header must fit page 0");
+static_assert(sizeof(PageDesc) == 128, "page descriptors are found with a shift");
 
 inline constexpr uint32_t kUnitsPerChunk = kChunkSize / kUnitSize;  // 256
 inline constexpr uint32_t kUnitsPerHalf = kUnitsPerChunk / 2;
