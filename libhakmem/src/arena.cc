@@ -25,7 +25,7 @@ struct alignas(64) Arena {
   SmallChunk* small;      // every small chunk of the arena
   BundleChunk* bundle;    // every bundle chunk of the arena
 };
-Arena g_arena[kShards];
+constinit Arena g_arena[kShards]{};
 
 std::atomic<uint64_t> g_last_decay_ns{0};
 

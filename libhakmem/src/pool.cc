@@ -20,7 +20,7 @@ struct alignas(64) PoolShard {
   Mutex lock;
   PageDesc* avail;  // pages of this shard and class with free or uncarved blocks
 };
-PoolShard g_pool[kShards][kPoolClasses];
+constinit PoolShard g_pool[kShards][kPoolClasses]{};
 
 void avail_push(PoolShard& s, PageDesc* pg) {
   pg->prev = nullptr;

@@ -43,7 +43,7 @@ struct alignas(64) WhaleShard {
   WhaleHeader* head;     // most recent
   WhaleHeader* tail;     // oldest
 };
-WhaleShard g_whale[kWhaleShards];
+constinit WhaleShard g_whale[kWhaleShards]{};
 std::atomic<size_t> g_whale_cached{0};
 std::atomic<size_t> g_whale_live{0};  // bytes mapped for whales in use
 
