@@ -45,7 +45,7 @@ struct Heap {
   Heap* next_abandoned;
 };
 
-extern Heap g_empty_heap;
+extern Heap g_empty_heap __attribute__((visibility("hidden")));
 extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
 
 // Slow-path helpers (init.cc).
