@@ -5,7 +5,7 @@
 // Small chunk: 64 pages of 64 KiB; page 0 holds the header, pages 1..63 become tiny slabs
 // (owned by one thread heap) or pool pages (shared by a shard).
 // Bundle chunk: 256 units of 16 KiB; unit 0 holds the header, runs of 3..64 units are
-// bundle blocks. Chunks beyond an arena's first are THP-hinted; the two 2 MiB halves are purged as whole huge
+// bundle blocks. The chunk's two 2 MiB halves (huge-page aligned) are purged as whole huge
 // pages once they have been entirely free for bundle.decay_ms.
 #pragma once
 
@@ -45,9 +45,11 @@ struct alignas(128) PageDesc {
   uint32_t used;                 // blocks handed out (including ones sitting in magazines)
   uint32_t capacity;             // blocks that fit in the page
   Block* free;                   // local free list (tiny: owner only; pool: shard lock)
-  MpscStack<Block, &Block::next> remote;  // tiny: blocks freed by other threads
   PageDesc* next;                // avail list
   PageDesc* prev;
+  // Second cache line: what other threads write, away from the fields the owner's fast
+  // paths read, so cross-thread frees do not bounce the owner's line.
+  alignas(64) MpscStack<Block, &Block::next> remote;  // tiny: blocks freed by other threads
   PageDesc* ready_next;          // tiny: link on the owner heap's ready list (MPSC)
   uint64_t free_since_ns;        // kPageFree: when it was released (for decay)
   uint8_t purged;                // kPageFree: pages returned to the OS (not backed)
@@ -63,6 +65,7 @@ struct SmallChunk {
   PageDesc pages[kPagesPerChunk];
 };
 static_assert(sizeof(SmallChunk) <= kPageSize, "small chunk header must fit page 0");
+static_assert(sizeof(PageDesc) == 128, "page descriptors are found with a shift");
 
 inline constexpr uint32_t kUnitsPerChunk = kChunkSize / kUnitSize;  // 256
 inline constexpr uint32_t kUnitsPerHalf = kUnitsPerChunk / 2;

@@ -230,6 +230,17 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
   }
   // Stay in place when the block fits and would not waste more than half of itself.
   if (n <= usable && (n >= usable / 2 || usable <= 64)) return p;
+  // A bundle run grows in place into free units that follow it: no copy at all.
+  if (n > usable && n <= kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapBundle) {
+    uint32_t units = bundle_units_of(n);
+    Heap* h = t_heap;
+    if (arena_bundle_grow(p, units)) {
+      if (h != &g_empty_heap) {
+        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::AllocBytes, size_t{units} * kUnitSize - usable);
+      }
+      return p;
+    }
+  }
   void* q = malloc_inline(n);
   if (!q) return nullptr;
   memcpy(q, p, n < usable ? n : usable);

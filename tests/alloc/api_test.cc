@@ -135,6 +135,35 @@ TEST(AllocApi, ReallocAcrossEveryTierBoundaryKeepsContents) {
   free(p);
 }
 
+TEST(AllocApi, ReallocGrowsBundleRunsWithoutTouchingNeighbours) {
+  // Neighbouring runs (often adjacent in the chunk): growing one, in place or not, leaves
+  // the other intact, and the grown block keeps its contents.
+  std::vector<void*> blocks;
+  for (int i = 0; i < 8; i++) {
+    void* b = malloc(40000);
+    fill_pattern(b, 40000, 100 + i);
+    blocks.push_back(b);
+  }
+  for (int i = 0; i < 8; i += 2) {
+    void* g = realloc(blocks[i], 40000 + 16384 * (i + 1));
+    ASSERT_NE(g, nullptr);
+    ASSERT_TRUE(check_pattern(g, 40000, 100 + i));
+    memset(static_cast<char*>(g) + 40000, 0x77, 16384 * (i + 1));  // use the new tail
+    blocks[i] = g;
+  }
+  for (int i = 1; i < 8; i += 2) EXPECT_TRUE(check_pattern(blocks[i], 40000, 100 + i)) << i;
+  // Free the odd ones: the even ones can now grow in place into the gap.
+  for (int i = 1; i < 8; i += 2) free(blocks[i]);
+  for (int i = 0; i < 8; i += 2) {
+    size_t n = 40000 + 16384 * (i + 1);
+    void* g = realloc(blocks[i], n + 30000);
+    ASSERT_NE(g, nullptr);
+    ASSERT_TRUE(check_pattern(g, 40000, 100 + i));
+    EXPECT_GE(malloc_usable_size(g), n + 30000);
+    free(g);
+  }
+}
+
 TEST(AllocApi, ReallocNullAndZero) {
   void* p = realloc(nullptr, 50);
   ASSERT_NE(p, nullptr);
