@@ -1,12 +1,15 @@
 // Fault scenarios, one per invocation, run as a child by fault_driver (which checks how it
 // ended and what it printed). Each scenario prints the addresses it abuses on stdout
 // ("addr 0x...") so the driver can look for them in the allocator's report on stderr.
-//   fault_child double-free SIZE | invalid-free KIND | garbage-knobs ITER | oom | ok
+//   fault_child double-free SIZE | invalid-free KIND | garbage-knobs ITER |
+//   knob-flip KNOB|all ITER | whale-evict ITER | oom | ok
 #include <errno.h>
 #include <malloc.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <atomic>
 #include <new>
 #include <thread>
@@ -182,6 +185,131 @@ int garbage_knobs(int iterations) {
   return 0;
 }
 
+// One knob (or every live knob, "all") flipped between its extremes every few microseconds
+// from a third thread, as hakmemd writes them (value, then generation + 1), while three
+// threads allocate across all tiers and free each other's blocks. Targets the per-thread
+// copies of knobs (magazine capacities, whale cache and decay, stats slot) changing under
+// running allocations.
+int knob_flip(const char* name, int iterations) {
+  harness::OwnSegment seg;
+  if (!harness::hakmem_active()) {
+    printf("survived: no hakmem segment to write into (not preloaded)\n");
+    return 0;
+  }
+  HARNESS_CHECK(seg.open_own(), "hakmem is the allocator but its segment is missing");
+  const bool all = strcmp(name, "all") == 0;
+  const hp::KnobInfo* only = all ? nullptr : hp::knob_find(name);
+  HARNESS_CHECK(all || only != nullptr, "unknown knob %s", name);
+  constexpr unsigned kThreads = 3;
+  constexpr size_t kMail = 256;
+  // Blocks handed to the next thread, which frees them: remote frees on every tier.
+  static std::atomic<void*> mail[kThreads][kMail];
+  std::atomic<bool> stop{false};
+  auto work = [&](unsigned id) {
+    harness::Rng r(id + 7);
+    void* held[64] = {};
+    size_t sizes[64] = {};
+    while (!stop.load(std::memory_order_relaxed)) {
+      size_t k = r.below(64);
+      if (held[k]) {
+        HARNESS_CHECK(harness::cookie_ok(held[k], sizes[k], id), "block %p overwritten under knob flips", held[k]);
+        if (r.below(4) == 0) {
+          // Pass it on (the receiver only frees it); a displaced one is freed here.
+          void* old = mail[(id + 1) % kThreads][r.below(kMail)].exchange(held[k], std::memory_order_acq_rel);
+          free(old);
+        } else {
+          free(held[k]);
+        }
+      }
+      sizes[k] = r.below(8) ? 1 + r.below(1024) : harness::random_size(r, 3u << 20);
+      held[k] = malloc(sizes[k]);
+      HARNESS_CHECK(held[k] != nullptr, "malloc(%zu) failed under knob flips", sizes[k]);
+      harness::cookie_fill(held[k], std::min<size_t>(sizes[k], 256), id);
+      sizes[k] = std::min<size_t>(sizes[k], 256);
+      free(mail[id][r.below(kMail)].exchange(nullptr, std::memory_order_acq_rel));
+    }
+    for (void* p : held) free(p);
+  };
+  std::thread t[kThreads];
+  for (unsigned i = 0; i < kThreads; i++) t[i] = std::thread(work, i);
+  harness::Rng r(5);
+  for (int it = 0; it < iterations; it++) {
+    for (size_t i = 0; i < hp::kKnobCount; i++) {
+      const hp::KnobInfo& k = hp::kKnobs[i];
+      if (k.mode != hp::KnobMode::Live || (only && &k != only)) continue;
+      if (static_cast<hp::Knob>(i) == hp::Knob::AbortOnError) continue;
+      uint64_t v = (it & 1) ? k.max : k.min;
+      if (all && r.below(2)) v = r.below(3) == 0 ? k.def : (r.below(2) ? 1 : k.max - 1);
+      seg.seg->knobs.value[i].store(v, std::memory_order_relaxed);
+    }
+    seg.seg->knobs.generation.fetch_add(1, std::memory_order_release);
+    for (int spin = 0; spin < 200; spin++) asm volatile("" ::: "memory");
+    if (it % 64 == 0) usleep(50);
+  }
+  stop = true;
+  for (auto& th : t) th.join();
+  for (auto& row : mail)
+    for (auto& p : row) free(p.exchange(nullptr));
+  check_still_sound(24);
+  check_still_sound(3000);
+  check_still_sound(200000);
+  check_still_sound(3u << 20);
+  printf("survived %d flips of %s\n", iterations, name);
+  return 0;
+}
+
+// Whale frees racing with evictions of the whale cache (malloc_trim, as the decay thread or
+// a lowered whale.cache_bytes does). A freed whale is visible to evictors from the moment
+// its shard lock is released; the free must not touch its header after that (an evictor
+// may have unmapped it). All threads share one CPU, so a freer is often preempted right
+// inside that window (by a woken evictor or a busy thread). Before the fix of whale_free
+// (it read the header's map_len after the unlock), 50000 rounds crashed 6 runs out of 6.
+int whale_evict(int iterations) {
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(sched_getcpu() >= 0 ? sched_getcpu() : 0, &one);
+  sched_setaffinity(0, sizeof one, &one);  // best effort: inherited by the threads below
+  std::atomic<bool> stop{false};
+  constexpr int kBatch = 32;
+  // Batches: a full cache makes each eviction hold its shard lock long enough that the
+  // freers queue behind it and hand over the lock with a futex wake (a syscall) right in the
+  // window after their own unlock.
+  auto freer = [&](unsigned id) {
+    char* held[kBatch];
+    for (int i = 0; i < iterations; i++) {
+      for (int k = 0; k < kBatch; k++) {
+        size_t n = (1u << 20) + 1 + ((id * kBatch + k) << 12);
+        held[k] = static_cast<char*>(malloc(n));
+        HARNESS_CHECK(held[k] != nullptr, "malloc(%zu) failed", n);
+        held[k][0] = static_cast<char>(i);
+      }
+      for (char* p : held) free(p);
+    }
+  };
+  auto evictor = [&]() {
+    while (!stop.load(std::memory_order_relaxed)) malloc_trim(0);
+  };
+  constexpr unsigned kPairs = 4;
+  std::thread f[kPairs], e[kPairs];
+  for (unsigned i = 0; i < kPairs; i++) {
+    f[i] = std::thread(freer, i);
+    e[i] = std::thread(evictor);
+  }
+  // Busy threads on the same CPU: the freers and evictors get preempted at arbitrary points.
+  auto spinner = [&]() {
+    while (!stop.load(std::memory_order_relaxed)) asm volatile("pause");
+  };
+  std::thread busy[2];
+  for (auto& t : busy) t = std::thread(spinner);
+  for (auto& t : f) t.join();
+  stop = true;
+  for (auto& t : e) t.join();
+  for (auto& t : busy) t.join();
+  check_still_sound(3u << 20);
+  printf("survived %u whale frees racing evictions\n", kPairs * kBatch * static_cast<unsigned>(iterations));
+  return 0;
+}
+
 // Out of memory under a low address-space limit (what `ulimit -v` sets).
 int oom() {
   struct rlimit rl{};
@@ -300,6 +428,8 @@ int main(int argc, char** argv) {
   if (strcmp(what, "double-free") == 0 && argc == 3) return double_free(strtoull(argv[2], nullptr, 0));
   if (strcmp(what, "invalid-free") == 0 && argc == 3) return invalid_free(argv[2]);
   if (strcmp(what, "garbage-knobs") == 0 && argc == 3) return garbage_knobs(atoi(argv[2]));
+  if (strcmp(what, "knob-flip") == 0 && argc == 4) return knob_flip(argv[2], atoi(argv[3]));
+  if (strcmp(what, "whale-evict") == 0 && argc == 3) return whale_evict(atoi(argv[2]));
   if (strcmp(what, "oom") == 0) return oom();
   if (strcmp(what, "ok") == 0) {
     printf("survived\n");
