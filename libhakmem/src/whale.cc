@@ -269,6 +269,13 @@ void whale_free(Heap* h, void* p, const char* what) {
   }
   w->check = cached_check(p);
   w->freed_ns = now;
+  // Once linked and unlocked, the entry belongs to the cache: another thread's eviction
+  // (trim, decay, enforce_cap) or reuse may unmap or trim it at once, so its header must not
+  // be read after the unlock. Count it before linking, so that an eviction's subtraction
+  // never precedes our addition.
+  const size_t len = w->map_len;
+  g_whale_cached.fetch_add(len, std::memory_order_relaxed);
+  control_add(Tier::Whale, GlobalCounter::CachedBytes, static_cast<int64_t>(len));
   WhaleShard& s = g_whale[shard_of(w->usable)];
   {
     LockGuard g(s.lock);
@@ -277,8 +284,6 @@ void whale_free(Heap* h, void* p, const char* what) {
     if (s.head) s.head->prev = w; else s.tail = w;
     s.head = w;
   }
-  g_whale_cached.fetch_add(w->map_len, std::memory_order_relaxed);
-  control_add(Tier::Whale, GlobalCounter::CachedBytes, static_cast<int64_t>(w->map_len));
   if (g_whale_cached.load(std::memory_order_relaxed) > cap) enforce_cap();
   decay_tick(now);
   decay_thread_maybe_start();
