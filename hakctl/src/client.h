@@ -13,7 +13,8 @@
 
 namespace hakctl {
 
-using json = nlohmann::json;
+// ordered: --json prints the daemon's objects with their keys in the daemon's order.
+using json = nlohmann::ordered_json;
 
 struct Reply {
   bool ok = false;

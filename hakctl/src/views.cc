@@ -338,6 +338,7 @@ json filter_tier(json result, const std::string& tier) {
     json keep = json::object();
     if (p["tiers"].contains(tier)) keep[tier] = p["tiers"][tier];
     p["tiers"] = keep;
+    if (tier != "tiny") p.erase("tiny_classes");  // per-class detail of the tiny tier
   }
   return result;
 }

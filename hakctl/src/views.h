@@ -8,7 +8,7 @@
 
 namespace hakctl {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 std::string render_ps(const json& result);
 // `tier` empty: every tier plus a total row; otherwise only that tier.
@@ -25,7 +25,8 @@ std::string render_knobs();
 std::string render_knobs_markdown();
 json knobs_json();
 
-// --json --tier T: the stats result with every other tier removed.
+// --json --tier T: the stats result with every other tier (and, unless T is tiny, the
+// tiny per-class list) removed.
 json filter_tier(json result, const std::string& tier);
 // A knob value from a reply (number, string or bool) in the knob table's syntax ("1G").
 std::string knob_value_text(const std::string& knob, const json& value);

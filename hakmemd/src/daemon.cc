@@ -216,7 +216,15 @@ struct Daemon::Impl {
                  cfg.shm_dir, cfg.scan_interval_ms);
     scan();
     schedule_scan();
-    io.run();
+    // A handler that throws must not take the daemon down: log it and keep serving.
+    for (;;) {
+      try {
+        io.run();
+        break;
+      } catch (const std::exception& e) {
+        spdlog::error("internal error, continuing: {}", e.what());
+      }
+    }
     spdlog::info("hakmemd stopped");
     return 0;
   }

@@ -204,7 +204,7 @@ ojson Handler::stats_json(ProcessEntry& e, const proto::Snapshot& s, double upti
   p["threads"] = s.threads_live;
   p["thread_slots_used"] = s.thread_slots_used;
   p["threads_unslotted"] = s.threads_unslotted;
-  auto st = proc_stat(e.pid);
+  auto st = e.has_last_stat ? std::optional<ProcStat>(e.last_stat) : proc_stat(e.pid);
   p["page_faults"] = st ? st->minflt : 0;
   p["major_faults"] = st ? st->majflt : 0;
   auto rss = proc_rss_bytes(e.pid);

@@ -63,7 +63,7 @@ std::string metrics_render(Registry& reg) {
   std::vector<Row> rows;
   for (ProcessEntry* e : reg.list()) {
     if (!reg.still_alive(*e)) continue;
-    Row r{e, {}, proc_stat(e->pid), proc_rss_bytes(e->pid), {}};
+    Row r{e, {}, e->has_last_stat ? std::optional<ProcStat>(e->last_stat) : proc_stat(e->pid), proc_rss_bytes(e->pid), {}};
     if (!reg.read_snapshot(*e, &r.s)) continue;
     r.labels = "pid=\"" + std::to_string(e->pid) + "\",exe=\"" + metrics_escape(e->exe) + "\"";
     rows.push_back(std::move(r));

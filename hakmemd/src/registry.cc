@@ -175,6 +175,7 @@ Registry::OpenResult Registry::try_open(const std::string& name) {
       return settle(OpenResult::Rejected);
     }
   }
+  e->map.drop_pages();
   if (check == proto::SegmentCheck::NotReady) return settle(OpenResult::NotReady);
   if (check != proto::SegmentCheck::Ok) {
     reject(name, st.st_ino, proto::segment_check_text(check));
@@ -288,9 +289,13 @@ std::vector<ProcessEntry*> Registry::list() {
 }
 
 bool Registry::still_alive(ProcessEntry& e) {
+  e.has_last_stat = false;
   if (e.faulted) return false;
-  if (proc_liveness(e.pid) == Liveness::Dead) return false;
-  if (auto ps = proc_stat(e.pid); ps && ps->start_time_ticks != e.start_time_ticks) return false;
+  auto ps = proc_stat(e.pid);
+  if (!ps) return proc_liveness(e.pid) != Liveness::Dead;  // no /proc access (hidepid): trust kill()
+  if (ps->start_time_ticks != e.start_time_ticks) return false;
+  e.last_stat = *ps;
+  e.has_last_stat = true;
   return true;
 }
 
@@ -299,6 +304,7 @@ bool Registry::read_snapshot(ProcessEntry& e, proto::Snapshot* out) {
   BusGuard g(e.map.seg(), e.map.map_len());
   proto::snapshot(*e.map.seg(), out);
   if (g.faulted()) e.faulted = true;
+  e.map.drop_pages();
   return !e.faulted;
 }
 
@@ -310,6 +316,7 @@ bool Registry::read_generations(ProcessEntry& e, uint64_t* generation, uint64_t*
   *applied = kb.applied_generation.load(std::memory_order_acquire);
   *applied_ns = kb.applied_unix_ns.load(std::memory_order_relaxed);
   if (g.faulted()) e.faulted = true;
+  e.map.drop_pages();
   return !e.faulted;
 }
 
@@ -326,6 +333,7 @@ bool Registry::write_knobs(ProcessEntry& e, const std::vector<KnobValue>& values
   }
   // One generation per request: a thread that sees it reloads every value written above.
   *new_generation = kb.generation.fetch_add(1, std::memory_order_release) + 1;
+  e.map.drop_pages();
   if (g.faulted()) {
     e.faulted = true;
     return false;

@@ -23,6 +23,7 @@
 
 #include "hakmem/proto/snapshot.h"
 #include "knob_ops.h"
+#include "procfs.h"
 #include "segment_map.h"
 
 namespace hakmemd {
@@ -40,6 +41,8 @@ struct ProcessEntry {
   SegmentMap map;
   uint64_t knob_set_mask = 0;  // knobs this daemon has written (get's "source": "set")
   bool faulted = false;        // the file shrank under the mapping: dropped at the next scan
+  ProcStat last_stat;          // /proc/<pid>/stat as still_alive() last read it (saves a re-read)
+  bool has_last_stat = false;
 };
 
 // Parses "hakmem.<uid>.<pid>"; false for any other name.

@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <utility>
@@ -85,6 +86,11 @@ bool SegmentMap::map(int fd, size_t file_size) {
   len_ = len;
   file_size_ = file_size;
   return true;
+}
+
+void SegmentMap::drop_pages() {
+  static const bool off = getenv("HAKMEMD_NO_DROP") != nullptr;
+  if (base_ && !off) madvise(base_, len_, MADV_DONTNEED);
 }
 
 void SegmentMap::unmap() {

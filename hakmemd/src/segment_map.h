@@ -36,10 +36,16 @@ class SegmentMap {
   SegmentMap(const SegmentMap&) = delete;
   SegmentMap& operator=(const SegmentMap&) = delete;
 
-  // Maps sizeof(Segment) bytes of fd shared read-write. Pages are touched only when read,
-  // so the daemon's resident size grows with the header and the used thread slots only.
+  // Maps sizeof(Segment) bytes of fd shared read-write. Only the header, the knob and
+  // global blocks and the used thread slots are ever touched.
   bool map(int fd, size_t file_size);
   void unmap();
+
+  // Drops this mapping's page-table entries (the file keeps its data). A read fault on a
+  // shared file mapping maps up to 64 KiB of neighbouring pages ("fault-around"), all of
+  // which count as the daemon's RSS; dropping them after each access keeps the daemon's
+  // resident size independent of how many processes it watches.
+  void drop_pages();
 
   bool mapped() const { return base_ != nullptr; }
   hakmem::proto::Segment* seg() const { return static_cast<hakmem::proto::Segment*>(base_); }

@@ -91,7 +91,12 @@ class Session : public std::enable_shared_from_this<Session> {
         read();
         return;
       }
+      const auto t0 = std::chrono::steady_clock::now();
       Outcome out = handler_.handle(line, peer_);
+      if (spdlog::should_log(spdlog::level::debug))
+        spdlog::debug("request from uid {} pid {} handled in {:.2f} ms ({} reply bytes)", peer_.uid, peer_.pid,
+                      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count(),
+                      out.reply.size());
       if (out.wait) {
         wait_ = std::move(out.wait);
         poll();
@@ -250,7 +255,19 @@ bool UnixServer::listen(const std::string& path, std::string* error) {
     return false;
   }
   const size_t slash = path.rfind('/');
-  if (slash != std::string::npos && slash > 0 && !make_private_dirs(path.substr(0, slash), error)) return false;
+  const std::string folder = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (!make_private_dirs(folder, error)) return false;
+  struct stat dst;
+  // A folder someone else controls could swap our socket for theirs (e.g. a pre-created
+  // /tmp/hakmem-<uid>): refuse it rather than serve from it.
+  if (stat(folder.c_str(), &dst) != 0 || (dst.st_uid != geteuid() && dst.st_uid != 0) ||
+      ((dst.st_mode & (S_IWGRP | S_IWOTH)) && !(dst.st_mode & S_ISVTX))) {
+    char mode[16];
+    snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(dst.st_mode & 07777));
+    *error = "socket folder " + folder + " is not private (owned by uid " + std::to_string(dst.st_uid) +
+             ", mode " + mode + "); refusing to serve from it";
+    return false;
+  }
 
   struct stat st;
   if (lstat(path.c_str(), &st) == 0) {

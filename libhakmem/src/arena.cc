@@ -1,6 +1,9 @@
 // Page and run allocation from 4 MiB chunks, and the decay policy that returns cold memory.
 #include "arena.h"
 
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 
 #include "control.h"
@@ -38,7 +41,13 @@ size_t half_cached(const BundleChunk* ch, int h) {
 void* chunk_map(Tier tier, MapKind kind, bool huge) {
   int err = 0;
   void* p = os_map(kChunkSize, kChunkSize, false, &err);
-  if (!p) return nullptr;
+  if (!p) {
+    // Out of address space or memory: cached whales are the memory we can give up here
+    // (the arena lock is held, so the arenas themselves are not trimmed).
+    whale_decay(os_now_ns(), true);
+    p = os_map(kChunkSize, kChunkSize, false, &err);
+    if (!p) return nullptr;
+  }
   if (huge) {
     os_hugepage(p, kChunkSize);
     control_add(tier, GlobalCounter::Madvises, 1);
@@ -83,7 +92,10 @@ void small_chunk_unlink(Arena& a, SmallChunk* ch) {
 }
 
 BundleChunk* bundle_chunk_new(uint32_t shard) {
-  void* p = chunk_map(Tier::Bundle, kMapBundle, true);
+  // The first bundle chunk of an arena stays on 4 KiB pages: a program with a few medium
+  // blocks should not pay 2 MiB of RSS per huge page. Once it needs more, the chunks are
+  // THP-hinted (fewer TLB misses and page faults for programs that use bundles in bulk).
+  void* p = chunk_map(Tier::Bundle, kMapBundle, g_arena[shard].bundle != nullptr);
   if (!p) return nullptr;
   BundleChunk* ch = static_cast<BundleChunk*>(p);
   ch->map_kind = kMapBundle;
@@ -356,6 +368,56 @@ void decay_tick(uint64_t now) {
   arena_decay(now, false);
   whale_decay(now, false);
 }
+
+namespace {
+
+std::atomic<int> g_decay_thread{0};  // 0 = not started, 1 = starting or running
+
+void* decay_thread_main(void*) {
+  for (;;) {
+    uint64_t b = knob(proto::Knob::BundleDecayMs), w = knob(proto::Knob::WhaleDecayMs);
+    uint64_t ms = (b < w ? b : w) / 4;
+    if (ms < 10) ms = 10;
+    if (ms > 1000) ms = 1000;
+    os_sleep_ns(ms * 1000000ull);
+    decay_tick(os_now_ns());
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+void decay_thread_maybe_start() {
+  if (g_decay_thread.load(std::memory_order_relaxed) != 0) return;
+  // Only once there is something worth returning: most short programs never get here, and
+  // none does during its own start-up.
+  const proto::Segment& seg = control_segment();
+  uint64_t cached = 0;
+  for (Tier t : {Tier::Pool, Tier::Bundle, Tier::Whale})
+    cached += seg.global.tier[static_cast<size_t>(t)][static_cast<size_t>(GlobalCounter::CachedBytes)].load(
+        std::memory_order_relaxed);
+  if (static_cast<int64_t>(cached) < (int64_t{8} << 20)) return;
+  int expected = 0;
+  if (!g_decay_thread.compare_exchange_strong(expected, 1, std::memory_order_relaxed)) return;
+  int saved = errno;
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 64 * 1024);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  // The program's signals must never be delivered to our thread.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t t;
+  if (pthread_create(&t, &attr, decay_thread_main, nullptr) != 0) {
+    // Could not start (thread limits, seccomp): decay keeps running from slow paths only.
+  }
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+  errno = saved;
+}
+
+void decay_thread_atfork_child() { g_decay_thread.store(0, std::memory_order_relaxed); }
 
 void arena_lock_all() {
   for (auto& a : g_arena) a.lock.lock();

@@ -29,6 +29,12 @@ void arena_bundle_free(void* p);
 size_t arena_decay(uint64_t now, bool force);
 // Runs the arena and whale decay if enough time has passed since the last run.
 void decay_tick(uint64_t now);
+// Starts (once per process, again in a fork child) the thread that runs decay_tick while
+// the program itself is idle, so RSS falls back within the decay time even when nothing
+// calls malloc after a burst of frees. Pre-condition: the caller holds no hakmem lock
+// (thread creation may allocate through us).
+void decay_thread_maybe_start();
+void decay_thread_atfork_child();
 
 void arena_lock_all();
 void arena_unlock_all();

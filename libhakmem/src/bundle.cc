@@ -1,4 +1,4 @@
-// Bundle tier (32 KiB .. 1 MiB): runs of 16 KiB units in THP-hinted 4 MiB chunks. A
+// Bundle tier (32 KiB .. 1 MiB): runs of 16 KiB units in (mostly THP-hinted) 4 MiB chunks. A
 // per-thread bin per run length (bounded to kBundleCacheBytes per thread) serves the
 // malloc/free ping-pong of one size without a lock and without touching the OS: the memory
 // stays mapped and resident, so reuse costs no page fault. Cold runs go back to the arena,
@@ -84,6 +84,7 @@ void bundle_free(Heap* h, void* p) {
     }
   }
   arena_bundle_free(p);
+  decay_thread_maybe_start();
 }
 
 void bundle_flush_all(Heap* h) {

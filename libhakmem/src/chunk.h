@@ -5,7 +5,7 @@
 // Small chunk: 64 pages of 64 KiB; page 0 holds the header, pages 1..63 become tiny slabs
 // (owned by one thread heap) or pool pages (shared by a shard).
 // Bundle chunk: 256 units of 16 KiB; unit 0 holds the header, runs of 3..64 units are
-// bundle blocks. The chunk is THP-hinted; its two 2 MiB halves are purged as whole huge
+// bundle blocks. Chunks beyond an arena's first are THP-hinted; the two 2 MiB halves are purged as whole huge
 // pages once they have been entirely free for bundle.decay_ms.
 #pragma once
 

@@ -115,6 +115,7 @@ void fork_child() {
   arena_reset_locks();
   pool_reset_locks();
   g_heaps_lock.reset();
+  decay_thread_atfork_child();
   // Heaps of the parent's other threads stay as they were (their owners do not exist
   // here; like glibc's per-thread caches, their cached blocks are not reclaimed).
   Heap* h = t_heap;
@@ -144,6 +145,7 @@ void heap_refresh_knobs(Heap* h) {
 void heap_tick(Heap* h) {
   if (control_poll(&h->ctl)) heap_refresh_knobs(h);
   decay_tick(os_now_ns());
+  decay_thread_maybe_start();
 }
 
 Heap* heap_get_slow() {

@@ -217,6 +217,13 @@ void os_futex_wake(const void* addr, int n) {
 
 void os_yield() { sched_yield(); }
 
+void os_sleep_ns(uint64_t ns) {
+  int saved = errno;
+  timespec ts{static_cast<time_t>(ns / 1000000000ull), static_cast<long>(ns % 1000000000ull)};
+  nanosleep(&ts, nullptr);
+  errno = saved;
+}
+
 uint64_t os_random_seed() {
   uint64_t r[2] = {0, 0};
   const void* at = reinterpret_cast<const void*>(getauxval(AT_RANDOM));

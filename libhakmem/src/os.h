@@ -67,5 +67,7 @@ void os_yield();
 // 64 random bits from the kernel's per-exec AT_RANDOM block, mixed with the clock: seeds
 // the free-list cookies without a syscall that could fail this early.
 uint64_t os_random_seed();
+// Sleeps for ns nanoseconds (CLOCK_MONOTONIC; an interrupted sleep returns early).
+void os_sleep_ns(uint64_t ns);
 
 }  // namespace hakmem

@@ -158,6 +158,14 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
   bool prewarm = knob(proto::Knob::WhalePrewarm) != 0;
   char* base = static_cast<char*>(os_map(len, kChunkSize, prewarm, &err));
   if (!base) {
+    // Give back everything cached (whales, free arena memory) and try once more: a process
+    // near its memory limit must not fail while we sit on freed memory.
+    uint64_t now = os_now_ns();
+    whale_decay(now, true);
+    arena_decay(now, true);
+    base = static_cast<char*>(os_map(len, kChunkSize, prewarm, &err));
+  }
+  if (!base) {
     errno = ENOMEM;
     return nullptr;
   }
@@ -240,6 +248,7 @@ void whale_free(Heap* h, void* p, const char* what) {
   control_add(Tier::Whale, GlobalCounter::CachedBytes, static_cast<int64_t>(w->map_len));
   if (g_whale_cached.load(std::memory_order_relaxed) > cap) enforce_cap();
   decay_tick(now);
+  decay_thread_maybe_start();
 }
 
 void whale_decay(uint64_t now, bool force) {

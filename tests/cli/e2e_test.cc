@@ -272,6 +272,38 @@ TEST_F(E2E, SetReachesGetTheKnobBlockAndTheProcess) {
   EXPECT_EQ(s["processes"][0]["knobs"]["tiny.cap"], 64) << s.dump();
 }
 
+// The knob changes what the process does: its tiny magazines hold tiny.cap blocks per size
+// class. The target frees 8 blocks of each of 8 classes per round, so with a cap of 1 most
+// of its allocations miss the magazine, and with 64 nearly all hit. Read off hakctl's own
+// watch output (second frame: the hit rate over one interval, after the change applied).
+TEST_F(E2E, TinyCapChangesTheTargetsHitRate) {
+  Target* t = start_target();
+  if (!t) GTEST_SKIP() << kNoAllocator;
+  const std::string pid = std::to_string(t->pid);
+  auto interval_hit_rate = [&]() {
+    RunResult r = hakctl({"stats", "--watch", "0.2", "--count", "2", "--pid", pid, "--tier", "tiny"});
+    EXPECT_EQ(r.status, 0) << r.err;
+    const size_t second = r.out.find("hakctl stats --watch", 1);
+    std::smatch m;
+    const std::string tail = second == std::string::npos ? std::string() : r.out.substr(second);
+    if (!std::regex_search(tail, m, std::regex("\ntiny +\\S+ +\\S+ +\\S+ +\\S+ +([0-9.]+)%"))) {
+      ADD_FAILURE() << "no hit rate in:\n" << r.out;
+      return -1.0;
+    }
+    return std::stod(m[1]);
+  };
+  RunResult r = hakctl({"set", "tiny.cap=1", "--pid", pid});
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_TRUE(contains(r.out, ": applied in ")) << r.out;
+  const double low = interval_hit_rate();
+  r = hakctl({"set", "tiny.cap=64", "--pid", pid});
+  ASSERT_EQ(r.status, 0) << r.err;
+  ASSERT_TRUE(contains(r.out, ": applied in ")) << r.out;
+  const double high = interval_hit_rate();
+  EXPECT_LT(low, 50.0);
+  EXPECT_GT(high, 90.0);
+}
+
 TEST_F(E2E, EnvironmentShowsAsSourceEnv) {
   Target* t = start_target({{"HAKMEM_TINY_CAP", "32"}});
   if (!t) GTEST_SKIP() << kNoAllocator;

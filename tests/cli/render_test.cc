@@ -100,6 +100,11 @@ TEST(Views, StatsOneTierAndJsonFilter) {
   ASSERT_EQ(j["processes"][0]["tiers"].size(), 1u);
   EXPECT_EQ(j["processes"][0]["tiers"]["whale"]["allocs"], 5);
   EXPECT_EQ(j["processes"][0]["pid"], 1234);  // everything else as is
+  EXPECT_EQ(j["processes"][0]["knobs"]["tiny.cap"], 0);
+  json with_classes = stats_result();
+  with_classes["processes"][0]["tiny_classes"] = json::array({{{"size", 16}, {"allocs", 3}}});
+  EXPECT_FALSE(filter_tier(with_classes, "whale")["processes"][0].contains("tiny_classes"));
+  EXPECT_TRUE(filter_tier(with_classes, "tiny")["processes"][0].contains("tiny_classes"));
 }
 
 TEST(Views, EmptyAndMalformedRepliesDoNotCrash) {

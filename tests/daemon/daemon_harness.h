@@ -99,12 +99,14 @@ class Client {
       buf_.append(tmp, static_cast<size_t>(n));
     }
   }
-  // True when the daemon closed the connection (EOF within the timeout).
+  // True when the daemon closed the connection within the timeout: EOF, or ECONNRESET when
+  // it closed with some of our bytes still unread (what AF_UNIX reports then).
   bool closed_by_peer(int timeout_ms = 10000) {
     struct pollfd p{fd_, POLLIN, 0};
     if (poll(&p, 1, timeout_ms) <= 0) return false;
     char c;
-    return recv(fd_, &c, 1, 0) == 0;
+    ssize_t n = recv(fd_, &c, 1, 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
   }
   json call(const json& req) {
     if (!send_raw(req.dump() + "\n")) return json{{"transport_error", "send"}};
