@@ -260,7 +260,7 @@ ojson install_rule(ProcessEntry& e, const RuleSpec& spec, const std::string& who
   }
   ojson r = ojson::object();
   r["pid"] = static_cast<int64_t>(e.pid);
-  r["id"] = id;
+  r["rule_id"] = id;
   r["rule"] = rule_text(spec.site, values[0]);
   r["sites"] = std::move(sites);
   r["generation"] = gen;
@@ -311,7 +311,7 @@ ojson cmd_rules_list(Registry& reg, const ojson& req, uid_t uid) {
       auto it = by_id.find(v.id);
       if (it == by_id.end()) {
         ojson r = ojson::object();
-        r["id"] = v.id;
+        r["rule_id"] = v.id;
         r["rule"] = rule_text(s.spec(), v);
         r["min_size"] = v.min_size;
         r["max_size"] = v.max_size;
@@ -342,9 +342,10 @@ ojson cmd_rules_list(Registry& reg, const ojson& req, uid_t uid) {
 }
 
 ojson cmd_rules_del(Registry& reg, const ojson& req, uid_t uid) {
-  auto it = req.find("id");
+  // Not "id": that is the request's own id in every request.
+  auto it = req.find("rule_id");
   if (it == req.end() || !it->is_number_unsigned() || it->get<uint64_t>() == 0 || it->get<uint64_t>() > UINT32_MAX)
-    fail(proto::err::kBadRequest, "field 'id' must be a positive rule id (see rules_list)");
+    fail(proto::err::kBadRequest, "field 'rule_id' must be a positive rule id (see rules_list)");
   const uint32_t id = it->get<uint32_t>();
   ProcessEntry* e = targets(reg, req, uid, true)[0];
   RuleBlockCopy rb;
@@ -366,7 +367,7 @@ ojson cmd_rules_del(Registry& reg, const ojson& req, uid_t uid) {
   e->map.drop_pages();
   if (e->faulted) fail(proto::err::kNoSuchProcess, "process " + std::to_string(e->pid) + " vanished");
   spdlog::info("rule {} deleted by uid {}: process {} ({})", id, uid, e->pid, e->exe);
-  return {{"pid", static_cast<int64_t>(e->pid)}, {"id", id}, {"slots", slots.size()}, {"generation", gen}};
+  return {{"pid", static_cast<int64_t>(e->pid)}, {"rule_id", id}, {"slots", slots.size()}, {"generation", gen}};
 }
 
 }  // namespace
