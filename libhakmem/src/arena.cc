@@ -25,7 +25,7 @@ struct alignas(64) Arena {
   SmallChunk* small;      // every small chunk of the arena
   BundleChunk* bundle;    // every bundle chunk of the arena
 };
-Arena g_arena[kShards];
+constinit Arena g_arena[kShards]{};
 
 std::atomic<uint64_t> g_last_decay_ns{0};
 
@@ -92,10 +92,10 @@ void small_chunk_unlink(Arena& a, SmallChunk* ch) {
 }
 
 BundleChunk* bundle_chunk_new(uint32_t shard) {
-  // The first bundle chunk of an arena stays on 4 KiB pages: a program with a few medium
-  // blocks should not pay 2 MiB of RSS per huge page. Once it needs more, the chunks are
-  // THP-hinted (fewer TLB misses and page faults for programs that use bundles in bulk).
-  void* p = chunk_map(Tier::Bundle, kMapBundle, g_arena[shard].bundle != nullptr);
+  // Chunks are huge-page aligned but not THP-hinted: measured, MADV_HUGEPAGE made the first
+  // touch of fresh memory stall in compaction (defrag=madvise) and bloated RSS for sparse
+  // use, while reuse from the caches already avoids the faults it would save.
+  void* p = chunk_map(Tier::Bundle, kMapBundle, false);
   if (!p) return nullptr;
   BundleChunk* ch = static_cast<BundleChunk*>(p);
   ch->map_kind = kMapBundle;
@@ -288,6 +288,22 @@ void arena_bundle_free(void* p) {
     bundle_account(ch, s, n, +1, now);
   }
   decay_tick(now);
+}
+
+bool arena_bundle_grow(void* p, uint32_t units) {
+  BundleChunk* ch = bundle_chunk_of(p);
+  Arena& a = g_arena[ch->arena];
+  LockGuard g(a.lock);
+  uint32_t s = static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
+  uint32_t n = ch->run[s];
+  if (ch->state[s] != kUnitHead || n >= units || s + units > kUnitsPerChunk) return false;
+  // The extension [s+n, s+units) must be free: the first non-free unit from s+n.
+  if (bit_find(ch->free_bits, s + n, false) < s + units) return false;
+  bits_set_range(ch->free_bits, s + n, units - n, false);
+  for (uint32_t i = s + n; i < s + units; i++) ch->state[i] = kUnitTail;
+  ch->run[s] = static_cast<uint8_t>(units);
+  bundle_account(ch, s + n, units - n, -1, 0);
+  return true;
 }
 
 size_t arena_decay(uint64_t now, bool force) {

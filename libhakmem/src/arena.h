@@ -22,6 +22,10 @@ void arena_page_release(PageDesc* pg);
 void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm);
 // Frees a run (pre-condition: p is the head of a run in use).
 void arena_bundle_free(void* p);
+// Grows the run p heads to `units` in place when the units after it are free (realloc).
+// Returns false, changing nothing, when they are not. Pre-condition: p heads a run in use
+// of fewer units.
+bool arena_bundle_grow(void* p, uint32_t units);
 
 // Returns memory free for longer than bundle.decay_ms to the OS (whole pages, whole huge
 // pages for bundles, whole chunks when empty). Rate-limited unless `force`, which also

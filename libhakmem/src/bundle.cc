@@ -1,4 +1,4 @@
-// Bundle tier (32 KiB .. 1 MiB): runs of 16 KiB units in (mostly THP-hinted) 4 MiB chunks. A
+// Bundle tier (32 KiB .. 1 MiB): runs of 16 KiB units in huge-page-aligned 4 MiB chunks. A
 // per-thread bin per run length (bounded to kBundleCacheBytes per thread) serves the
 // malloc/free ping-pong of one size without a lock and without touching the OS: the memory
 // stays mapped and resident, so reuse costs no page fault. Cold runs go back to the arena,

@@ -5,7 +5,7 @@
 // Small chunk: 64 pages of 64 KiB; page 0 holds the header, pages 1..63 become tiny slabs
 // (owned by one thread heap) or pool pages (shared by a shard).
 // Bundle chunk: 256 units of 16 KiB; unit 0 holds the header, runs of 3..64 units are
-// bundle blocks. Chunks beyond an arena's first are THP-hinted; the two 2 MiB halves are purged as whole huge
+// bundle blocks. The chunk's two 2 MiB halves (huge-page aligned) are purged as whole huge
 // pages once they have been entirely free for bundle.decay_ms.
 #pragma once
 
@@ -34,18 +34,22 @@ enum PageKind : uint8_t { kPageFree = 0, kPageTiny = 1, kPagePool = 2 };
 struct alignas(128) PageDesc {
   Heap* owner;                   // tiny: the owning heap (never changes while blocks are out)
   uint32_t block_size;           // bytes per block
-  uint32_t magic;                // div_magic(block_size)
-  uint32_t carved;               // bytes carved by bump allocation; blocks live below it
+  uint32_t inv;                  // block_div(block_size).inv
+  uint32_t nblocks;              // blocks carved so far (bump allocation); valid blocks < it
+  uint8_t shift;                 // block_div(block_size).shift
   uint8_t kind;                  // PageKind
   uint8_t cls;                   // tiny or pool class
   uint8_t shard;                 // pool: the shard whose lock guards this page
   uint8_t in_avail;              // on its owner's list of pages with free blocks
+  uint32_t carved;               // bytes carved (nblocks * block_size)
   uint32_t used;                 // blocks handed out (including ones sitting in magazines)
   uint32_t capacity;             // blocks that fit in the page
   Block* free;                   // local free list (tiny: owner only; pool: shard lock)
-  MpscStack<Block, &Block::next> remote;  // tiny: blocks freed by other threads
   PageDesc* next;                // avail list
   PageDesc* prev;
+  // Second cache line: what other threads write, away from the fields the owner's fast
+  // paths read, so cross-thread frees do not bounce the owner's line.
+  alignas(64) MpscStack<Block, &Block::next> remote;  // tiny: blocks freed by other threads
   PageDesc* ready_next;          // tiny: link on the owner heap's ready list (MPSC)
   uint64_t free_since_ns;        // kPageFree: when it was released (for decay)
   uint8_t purged;                // kPageFree: pages returned to the OS (not backed)
@@ -61,6 +65,7 @@ struct SmallChunk {
   PageDesc pages[kPagesPerChunk];
 };
 static_assert(sizeof(SmallChunk) <= kPageSize, "small chunk header must fit page 0");
+static_assert(sizeof(PageDesc) == 128, "page descriptors are found with a shift");
 
 inline constexpr uint32_t kUnitsPerChunk = kChunkSize / kUnitSize;  // 256
 inline constexpr uint32_t kUnitsPerHalf = kUnitsPerChunk / 2;
@@ -101,7 +106,15 @@ inline BundleChunk* bundle_chunk_of(const void* p) {
 // Checks that p is the start of a carved block of the page (no division).
 inline bool page_block_ok(const PageDesc* pg, uintptr_t a) {
   uint32_t off = static_cast<uint32_t>(a & (kPageSize - 1));
-  return off < pg->carved && div_by_magic(off, pg->magic) * pg->block_size == off;
+  return block_index(off, pg->inv, pg->shift) < pg->nblocks;
+}
+// Sets the block geometry of a page being (re)used for one size class.
+inline void page_set_block_size(PageDesc* pg, uint32_t bs) {
+  BlockDiv d = block_div(bs);
+  pg->block_size = bs;
+  pg->inv = d.inv;
+  pg->shift = d.shift;
+  pg->capacity = static_cast<uint32_t>(kPageSize / bs);
 }
 
 // Units of the bundle run p heads, or 0 when p is not the head of a run in use.

@@ -26,10 +26,10 @@ namespace {
 
 // Written by threads that are not attached yet (and by the allocator's static empty
 // heap); nobody reads it. Concurrent writers may lose updates there, which is fine.
-ThreadSlot g_discard;
+constinit ThreadSlot g_discard{};
 // Shared by every thread that found the segment's slots all taken: counted in
 // threads_unslotted, not published.
-ThreadSlot g_overflow;
+constinit ThreadSlot g_overflow{};
 
 // 0 = not started, 1 = running, 2 = done.
 std::atomic<int> g_init_state{0};

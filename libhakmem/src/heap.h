@@ -45,7 +45,7 @@ struct Heap {
   Heap* next_abandoned;
 };
 
-extern Heap g_empty_heap;
+extern Heap g_empty_heap __attribute__((visibility("hidden")));
 extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
 
 // Slow-path helpers (init.cc).
@@ -87,6 +87,8 @@ void whale_free(Heap* h, void* p, const char* what);
 size_t whale_usable(const void* p, bool* ok);
 bool whale_trim();
 void whale_decay(uint64_t now, bool force);
+// Applies a lowered whale.cache_bytes / whale.decay_ms to the cache at once (no lock held).
+void whale_apply_knobs();
 void whale_lock_all();
 void whale_unlock_all();
 void whale_reset_locks();

@@ -143,7 +143,10 @@ void heap_refresh_knobs(Heap* h) {
 }
 
 void heap_tick(Heap* h) {
-  if (control_poll(&h->ctl)) heap_refresh_knobs(h);
+  if (control_poll(&h->ctl)) {
+    heap_refresh_knobs(h);
+    whale_apply_knobs();
+  }
   decay_tick(os_now_ns());
   decay_thread_maybe_start();
 }

@@ -15,7 +15,7 @@ struct Block {
 };
 
 // Process secret for free-block cookies (set once at init, before any block is freed).
-extern uintptr_t g_cookie_secret;
+extern uintptr_t g_cookie_secret __attribute__((visibility("hidden")));
 inline uintptr_t block_cookie(const void* b) {
   return g_cookie_secret ^ reinterpret_cast<uintptr_t>(b);
 }

@@ -10,19 +10,20 @@
 #include "alloc.h"
 #include "arena.h"
 #include "control.h"
+#include "fastpath.h"
 #include "heap.h"
 #include "os.h"
 #include "site.h"
 
 #define HK_EXPORT extern "C" __attribute__((visibility("default")))
-#define HK_LIKELY(x) __builtin_expect(!!(x), 1)
-#define HK_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
 namespace hakmem {
 
 namespace {
-
 constexpr size_t kMaxRequest = PTRDIFF_MAX;
+}  // namespace
+
+namespace {
 
 // Counts an allocation of a mid tier; every `period` of them runs the periodic check, so a
 // thread looping on pool or bundle sizes also sees knob changes promptly.
@@ -34,10 +35,13 @@ __attribute__((always_inline)) inline void count_alloc(Heap* h, proto::Tier t, s
   if (HK_UNLIKELY((v & 1023) == 0)) heap_tick(h);
 }
 
+}  // namespace
+
 __attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool zero) {
   int saved = errno;
   Heap* h = t_heap;
   if (h == &g_empty_heap) h = heap_get_slow();  // may stay null: re-entrant init
+  else heap_tick(h);  // whale operations are rare and slow: each one may see knob changes
   bool fresh = false;
   void* p = whale_malloc(h, n, align, &fresh);
   if (p) {
@@ -48,6 +52,10 @@ __attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool ze
 }
 
 __attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
+  if (HK_UNLIKELY(h == &g_empty_heap)) {
+    h = heap_get_slow();
+    if (!h) return whale_path(n, 0, false);
+  }
   if (n <= kPoolMax) {
     uint32_t c = pool_class_of(n);
     Magazine& m = h->pool[c];
@@ -94,33 +102,6 @@ __attribute__((noinline)) void* tiny_slow(Heap* h, uint32_t c) {
   return p;
 }
 
-__attribute__((always_inline)) inline void* malloc_inline(size_t n) {
-  Heap* h = t_heap;
-  if (HK_LIKELY(n <= kTinyMax)) {
-    uint32_t c = tiny_class_of(n);
-    Magazine& m = h->tiny[c];
-    Block* b = m.head;
-    if (HK_LIKELY(b != nullptr)) {
-      m.head = b->next;
-      m.count--;
-      b->cookie = 0;
-      // The per-class count doubles as the countdown to the periodic check (control_poll,
-      // decay): every kTickOps allocations of a class, without a counter of its own.
-      std::atomic<uint64_t>& cnt = h->ctl.slot->tiny_class_allocs[c];
-      uint64_t v = cnt.load(std::memory_order_relaxed) + 1;
-      cnt.store(v, std::memory_order_relaxed);
-      if (HK_UNLIKELY((v & (kTickOps - 1)) == 0)) heap_tick(h);
-      return b;
-    }
-    return tiny_slow(h, c);
-  }
-  if (HK_UNLIKELY(h == &g_empty_heap)) {
-    h = heap_get_slow();
-    if (!h) return whale_path(n, 0, false);
-  }
-  return malloc_mid(h, n);
-}
-
 __attribute__((noinline)) void free_slow(void* p, MapKind kind) {
   int saved = errno;
   Heap* h = t_heap;
@@ -141,47 +122,12 @@ __attribute__((noinline)) void free_slow(void* p, MapKind kind) {
   errno = saved;
 }
 
-__attribute__((always_inline)) inline void free_inline(void* p) {
-  uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  MapKind kind = g_pagemap.get(a);
-  if (HK_LIKELY(kind == kMapSmall)) {
-    PageDesc* pg = page_desc_of(p);
-    Heap* h = t_heap;
-    if (HK_LIKELY(pg->owner == h && page_block_ok(pg, a))) {
-      Block* b = static_cast<Block*>(p);
-      uint32_t c = pg->cls;
-      Magazine& m = h->tiny[c];
-      if (HK_LIKELY(b->cookie != block_cookie(b) && m.count < m.cap)) {
-        b->next = m.head;
-        b->cookie = block_cookie(b);
-        m.head = b;
-        m.count++;
-        slot_add(h->ctl.slot->tiny_class_frees[c], 1);
-        return;
-      }
-    }
-  } else if (kind == kMapBundle) {
-    // The bundle bin push: the JSON/MIR-sized ping-pong stays off the arena lock.
-    Heap* h = t_heap;
-    uint32_t units = bundle_run_units(p);
-    Block* b = static_cast<Block*>(p);
-    if (HK_LIKELY(units != 0 && b->cookie != block_cookie(b))) {
-      Magazine& m = h->bundle[units - kBundleMinUnits];
-      size_t bytes = size_t{units} * kUnitSize;
-      if (HK_LIKELY(m.count < m.cap && h->bundle_bytes + bytes <= kBundleCacheBytes &&
-                    bundle_chunk_of(p)->arena == h->shard)) {
-        m.push(b);
-        h->bundle_bytes += bytes;
-        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Frees, 1);
-        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, bytes);
-        return;
-      }
-    }
-  } else if (HK_UNLIKELY(p == nullptr)) {
-    return;
-  }
-  free_slow(p, kind);
+__attribute__((noinline)) void* tick_and_return(Heap* h, void* b) {
+  heap_tick(h);
+  return b;
 }
+
+namespace {
 
 // Usable size of a block we own; 0 with *ok = false otherwise.
 size_t usable_size(const void* p, bool* ok) {
@@ -292,6 +238,17 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
   }
   // Stay in place when the block fits and would not waste more than half of itself.
   if (n <= usable && (n >= usable / 2 || usable <= 64)) return p;
+  // A bundle run grows in place into free units that follow it: no copy at all.
+  if (n > usable && n <= kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapBundle) {
+    uint32_t units = bundle_units_of(n);
+    Heap* h = t_heap;
+    if (arena_bundle_grow(p, units)) {
+      if (h != &g_empty_heap) {
+        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::AllocBytes, size_t{units} * kUnitSize - usable);
+      }
+      return p;
+    }
+  }
   void* q = malloc_inline(n);
   if (!q) return nullptr;
   memcpy(q, p, n < usable ? n : usable);

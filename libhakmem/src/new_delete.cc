@@ -5,6 +5,7 @@
 #include <new>
 
 #include "alloc.h"
+#include "fastpath.h"
 #include "site.h"
 
 #define HK_EXPORT __attribute__((visibility("default")))
@@ -12,8 +13,9 @@
 namespace {
 
 using hakmem::hk_aligned;
-using hakmem::hk_free;
-using hakmem::hk_malloc;
+// The inline fast paths: operator new/delete cost what malloc/free cost.
+inline void* hk_malloc(size_t n) { return hakmem::malloc_inline(n); }
+inline void hk_free(void* p) { hakmem::free_inline(p); }
 
 __attribute__((noinline)) void* new_retry(size_t n, size_t align) {
   for (;;) {

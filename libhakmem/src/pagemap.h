@@ -56,6 +56,6 @@ class PageMap {
 };
 
 using GlobalPageMap = PageMap<47>;
-extern GlobalPageMap g_pagemap;
+extern GlobalPageMap g_pagemap __attribute__((visibility("hidden")));
 
 }  // namespace hakmem

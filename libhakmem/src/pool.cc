@@ -20,7 +20,7 @@ struct alignas(64) PoolShard {
   Mutex lock;
   PageDesc* avail;  // pages of this shard and class with free or uncarved blocks
 };
-PoolShard g_pool[kShards][kPoolClasses];
+constinit PoolShard g_pool[kShards][kPoolClasses]{};
 
 void avail_push(PoolShard& s, PageDesc* pg) {
   pg->prev = nullptr;
@@ -63,9 +63,7 @@ void* pool_malloc_slow(Heap* h, uint32_t c) {
       if (!pg) {
         pg = arena_page_alloc(h->shard, h->knob_pool_prewarm);
         if (!pg) break;
-        pg->block_size = bs;
-        pg->magic = div_magic(bs);
-        pg->capacity = static_cast<uint32_t>(kPageSize / bs);
+        page_set_block_size(pg, bs);
         pg->cls = static_cast<uint8_t>(c);
         pg->shard = h->shard;
         pg->kind = kPagePool;
@@ -82,6 +80,7 @@ void* pool_malloc_slow(Heap* h, uint32_t c) {
       while (got < want && pg->carved + bs <= kPageSize) {
         Block* b = reinterpret_cast<Block*>(base + pg->carved);
         pg->carved += bs;
+        pg->nblocks++;
         pg->used++;
         m.push(b);
         got++;

@@ -23,7 +23,7 @@ using proto::Segment;
 namespace {
 
 // .bss: costs address space only until a page is touched.
-Segment g_local;
+constinit Segment g_local{};
 std::atomic<Segment*> g_seg{&g_local};
 bool g_shared = false;
 // Set by the first control_segment_open; a second one (tests) starts from zero.

@@ -61,14 +61,28 @@ inline constexpr uint32_t bundle_units_of(size_t n) {
   return static_cast<uint32_t>((n + kUnitSize - 1) >> kUnitShift);
 }
 
-// ceil(2^32 / d): (off * magic) >> 32 == off / d exactly for off < 2^16 and d <= 2^16
-// (the error term off * (magic * d - 2^32) stays below 2^32). Used to check that a pointer
-// is the start of a block without a division on the free path.
-inline constexpr uint32_t div_magic(uint32_t d) {
-  return static_cast<uint32_t>(((uint64_t{1} << 32) + d - 1) / d);
+// Block-start check without a division (Granlund-Montgomery divisibility test). With
+// d = odd * 2^shift and inv = odd^-1 mod 2^32, block_index(off) = rotr32(off * inv, shift)
+// equals off / d when d divides off, and exceeds (2^32 - 1) / d (>= 2^16 for d <= 2^16)
+// otherwise. So `block_index(off) < blocks` says "off is the start of one of the first
+// `blocks` blocks" in a multiply, a rotate and a compare.
+struct BlockDiv {
+  uint32_t inv;
+  uint8_t shift;
+};
+inline constexpr BlockDiv block_div(uint32_t d) {
+  uint8_t k = 0;
+  while ((d & 1) == 0) {
+    d >>= 1;
+    k++;
+  }
+  uint32_t x = d;  // Newton's iteration: each step doubles the correct low bits (3 -> 48)
+  for (int i = 0; i < 4; i++) x *= 2 - d * x;
+  return BlockDiv{x, k};
 }
-inline constexpr uint32_t div_by_magic(uint32_t off, uint32_t magic) {
-  return static_cast<uint32_t>((static_cast<uint64_t>(off) * magic) >> 32);
+inline constexpr uint32_t block_index(uint32_t off, uint32_t inv, uint32_t shift) {
+  uint32_t x = off * inv;
+  return shift ? (x >> shift) | (x << (32 - shift)) : x;
 }
 
 static_assert(pool_class_size(0) == 1280 && pool_class_size(kPoolClasses - 1) == kPoolMax);

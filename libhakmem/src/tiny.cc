@@ -47,9 +47,7 @@ void page_maybe_release(Heap* h, PageDesc* pg, bool force) {
 PageDesc* page_new(Heap* h, uint32_t c) {
   PageDesc* pg = arena_page_alloc(h->shard, h->knob_tiny_prewarm);
   if (!pg) return nullptr;
-  pg->block_size = kTinyClassSize[c];
-  pg->magic = div_magic(pg->block_size);
-  pg->capacity = static_cast<uint32_t>(kPageSize / pg->block_size);
+  page_set_block_size(pg, kTinyClassSize[c]);
   pg->cls = static_cast<uint8_t>(c);
   pg->kind = kPageTiny;
   pg->owner = h;
@@ -128,6 +126,19 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
         pg = page_new(h, c);
         if (!pg) break;
       }
+      // An empty magazine takes a slab's whole free list in one step when it fits: the
+      // blocks already carry their free cookies, so nothing is touched per block (this is
+      // the common refill after other threads freed a slab's blocks).
+      if (m.count == 0 && pg->free) {
+        uint32_t len = pg->nblocks - pg->used;  // every carved block not out is on `free`
+        if (len <= m.cap) {
+          m.head = pg->free;
+          m.count = len;
+          pg->free = nullptr;
+          pg->used += len;
+          got += len;
+        }
+      }
       while (got < want && pg->free) {
         Block* b = pg->free;
         pg->free = b->next;
@@ -139,6 +150,7 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
       while (got < want && pg->carved + pg->block_size <= kPageSize) {
         Block* b = reinterpret_cast<Block*>(base + pg->carved);
         pg->carved += pg->block_size;
+        pg->nblocks++;
         pg->used++;
         m.push(b);
         got++;

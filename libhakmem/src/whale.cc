@@ -4,8 +4,9 @@
 // which returns whole huge pages. Nothing on the reuse path calls madvise.
 //
 // Layout: [header page][user data ...]: the user pointer is 4 KiB (or the alignment) past
-// the chunk-aligned mapping start, so a 2 MiB block starts in the mapping's first (THP)
-// huge page and its header is found from the pointer alone.
+// the chunk-aligned mapping start (huge-page aligned: a 2 MiB block spans the mapping's first
+// huge page) and its header is found from the pointer alone. No MADV_HUGEPAGE: measured, it
+// made first touches stall in compaction and kept sparse blocks 2 MiB-resident.
 #include <errno.h>
 #include <string.h>
 
@@ -42,8 +43,20 @@ struct alignas(64) WhaleShard {
   WhaleHeader* head;     // most recent
   WhaleHeader* tail;     // oldest
 };
-WhaleShard g_whale[kWhaleShards];
+constinit WhaleShard g_whale[kWhaleShards]{};
 std::atomic<size_t> g_whale_cached{0};
+std::atomic<size_t> g_whale_live{0};  // bytes mapped for whales in use
+
+// The cache holds at most whale.cache_bytes, and at most as much as is in use (but at
+// least 64 MiB): freed whales of a program whose big blocks come and go stay hot, while a
+// program that shrank does not keep its old peak resident.
+size_t cache_cap() {
+  size_t knob_cap = knob(proto::Knob::WhaleCacheBytes);
+  size_t live = g_whale_live.load(std::memory_order_relaxed);
+  size_t cap = live > (size_t{64} << 20) ? live : (size_t{64} << 20);
+  cap = 4 * cap;
+  return cap < knob_cap ? cap : knob_cap;
+}
 
 uintptr_t live_check(const void* user) { return g_cookie_secret ^ reinterpret_cast<uintptr_t>(user) ^ 1; }
 uintptr_t cached_check(const void* user) { return g_cookie_secret ^ reinterpret_cast<uintptr_t>(user) ^ 2; }
@@ -104,8 +117,23 @@ size_t evict(WhaleShard& s, Pred pred) {
   return bytes;
 }
 
+// Shrinks a (detached) cached mapping to `usable` bytes after its user pointer.
+void trim_tail(WhaleHeader* w, size_t usable) {
+  uintptr_t base = reinterpret_cast<uintptr_t>(w->base);
+  uintptr_t end = base + w->map_len;
+  uintptr_t new_end = reinterpret_cast<uintptr_t>(w->user) + usable;
+  // Chunks wholly past the new end are no longer ours.
+  uintptr_t first_free_chunk = (new_end + kChunkMask) & ~kChunkMask;
+  if (first_free_chunk < end) g_pagemap.clear_range(first_free_chunk, end - first_free_chunk);
+  os_unmap(reinterpret_cast<void*>(new_end), end - new_end);
+  control_add(Tier::Whale, GlobalCounter::OsUnmaps, 1);
+  control_add(Tier::Whale, GlobalCounter::MappedBytes, -static_cast<int64_t>(end - new_end));
+  w->map_len = new_end - base;
+  w->usable = usable;
+}
+
 void enforce_cap() {
-  size_t cap = knob(proto::Knob::WhaleCacheBytes);
+  size_t cap = cache_cap();
   for (uint32_t i = kWhaleShards; i-- > 0 && g_whale_cached.load(std::memory_order_relaxed) > cap;) {
     evict(g_whale[i], [cap](WhaleHeader*) {
       return g_whale_cached.load(std::memory_order_relaxed) > cap;
@@ -125,25 +153,29 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
   size_t usable = (n + page - 1) & ~(page - 1);
   if (usable == 0) usable = page;
   bool counted = h && h != &g_empty_heap;
-  // Reuse: a cached mapping of the same shard that is large enough but wastes < 25 %.
+  // Reuse: the smallest cached mapping of the request's shard that is large enough, else
+  // the most recent one of a larger shard. A mapping more than twice too big gives its tail
+  // back (munmap) and serves the request with the rest: its pages stay hot, so the reuse
+  // costs one syscall instead of a new mapping and a page fault per page.
   if (align <= page && knob(proto::Knob::WhaleCacheBytes) > 0) {
-    WhaleShard& s = g_whale[shard_of(usable)];
     WhaleHeader* hit = nullptr;
-    {
+    for (uint32_t si = shard_of(usable); si < kWhaleShards && !hit; si++) {
+      WhaleShard& s = g_whale[si];
       LockGuard g(s.lock);
       for (WhaleHeader* w = s.head; w; w = w->next) {
-        if (w->usable >= usable && w->usable - usable <= usable / 4) {
-          hit = w;
-          list_unlink(s, w);
-          break;
-        }
+        if (w->usable < usable) continue;
+        if (!hit || w->usable < hit->usable) hit = w;
+        if (si != shard_of(usable) || w->usable - usable <= usable / 4) break;
       }
+      if (hit) list_unlink(s, hit);
     }
     if (hit) {
       g_whale_cached.fetch_sub(hit->map_len, std::memory_order_relaxed);
       control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(hit->map_len));
       control_add(Tier::Whale, GlobalCounter::CacheHits, 1);
+      if (hit->usable - usable > usable) trim_tail(hit, usable);
       hit->check = live_check(user_of(hit));
+      g_whale_live.fetch_add(hit->map_len, std::memory_order_relaxed);
       if (counted) {
         thread_count(&h->ctl, Tier::Whale, ThreadCounter::Allocs, 1);
         thread_count(&h->ctl, Tier::Whale, ThreadCounter::AllocBytes, hit->usable);
@@ -169,10 +201,6 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
     errno = ENOMEM;
     return nullptr;
   }
-  if (len >= (size_t{2} << 20)) {
-    os_hugepage(base, len);
-    control_add(Tier::Whale, GlobalCounter::Madvises, 1);
-  }
   char* user = base + lead;
   WhaleHeader* w = header_of(user);
   w->base = base;
@@ -181,6 +209,7 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
   w->usable = usable;
   w->next = w->prev = nullptr;
   w->check = live_check(user);
+  g_whale_live.fetch_add(len, std::memory_order_relaxed);
   // The chunk holding the user pointer is the head; every other chunk is a tail.
   uintptr_t b = reinterpret_cast<uintptr_t>(base);
   g_pagemap.set_range(b, len, kMapWhaleTail, kMapWhaleTail);
@@ -227,11 +256,15 @@ void whale_free(Heap* h, void* p, const char* what) {
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::Frees, 1);
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::FreeBytes, usable);
   }
-  size_t cap = knob(proto::Knob::WhaleCacheBytes);
+  g_whale_live.fetch_sub(w->map_len, std::memory_order_relaxed);
+  size_t cap = cache_cap();
   uint64_t now = os_now_ns();
   if (w->map_len > cap || knob(proto::Knob::WhaleDecayMs) == 0) {
     w->check = 0;
     unmap_whale(w);
+    // A lowered whale.cache_bytes or whale.decay_ms also applies to what is cached already.
+    if (g_whale_cached.load(std::memory_order_relaxed) > cap) enforce_cap();
+    if (knob(proto::Knob::WhaleDecayMs) == 0) whale_decay(now, true);
     return;
   }
   w->check = cached_check(p);
@@ -261,6 +294,12 @@ bool whale_trim() {
   size_t before = g_whale_cached.load(std::memory_order_relaxed);
   whale_decay(os_now_ns(), true);
   return before != 0;
+}
+
+void whale_apply_knobs() {
+  if (g_whale_cached.load(std::memory_order_relaxed) > cache_cap()) enforce_cap();
+  if (knob(proto::Knob::WhaleDecayMs) == 0 && g_whale_cached.load(std::memory_order_relaxed) > 0)
+    whale_decay(os_now_ns(), true);
 }
 
 void whale_lock_all() {

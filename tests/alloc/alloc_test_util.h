@@ -19,6 +19,14 @@ __attribute__((weak)) void cfree(void* p);
 
 namespace hakmem_test {
 
+// The compiler may drop a malloc/free pair whose pointer is never observed: blocks that
+// exist only to exercise the allocator go through kept().
+inline void* volatile g_sink;
+inline void* kept(void* p) {
+  g_sink = p;
+  return p;
+}
+
 // Runs fn with fd 2 redirected to a temporary file and returns what was written to it.
 template <typename Fn>
 std::string capture_stderr(Fn fn) {

@@ -47,18 +47,15 @@ TEST(AllocApi, ZeroSizeGivesAUniqueFreeableBlock) {
 TEST(AllocApi, FreeNullAndErrnoUntouchedByFree) {
   errno = 1234;
   free(nullptr);
-  void* p = malloc(100);
-  free(p);
-  void* q = malloc(3 << 20);
-  free(q);
-  void* r = malloc(300000);
-  free(r);
+  free(kept(malloc(100)));
+  free(kept(malloc(3 << 20)));
+  free(kept(malloc(300000)));
   EXPECT_EQ(errno, 1234);
 }
 
 TEST(AllocApi, SuccessfulMallocKeepsErrno) {
   errno = 777;
-  for (size_t n : kBoundarySizes) free(malloc(n));
+  for (size_t n : kBoundarySizes) free(kept(malloc(n)));
   EXPECT_EQ(errno, 777);
 }
 
@@ -136,6 +133,35 @@ TEST(AllocApi, ReallocAcrossEveryTierBoundaryKeepsContents) {
   for (size_t i = sizeof kBoundarySizes / sizeof kBoundarySizes[0]; i-- > 0;)
     if (kBoundarySizes[i]) step(kBoundarySizes[i]);
   free(p);
+}
+
+TEST(AllocApi, ReallocGrowsBundleRunsWithoutTouchingNeighbours) {
+  // Neighbouring runs (often adjacent in the chunk): growing one, in place or not, leaves
+  // the other intact, and the grown block keeps its contents.
+  std::vector<void*> blocks;
+  for (int i = 0; i < 8; i++) {
+    void* b = malloc(40000);
+    fill_pattern(b, 40000, 100 + i);
+    blocks.push_back(b);
+  }
+  for (int i = 0; i < 8; i += 2) {
+    void* g = realloc(blocks[i], 40000 + 16384 * (i + 1));
+    ASSERT_NE(g, nullptr);
+    ASSERT_TRUE(check_pattern(g, 40000, 100 + i));
+    memset(static_cast<char*>(g) + 40000, 0x77, 16384 * (i + 1));  // use the new tail
+    blocks[i] = g;
+  }
+  for (int i = 1; i < 8; i += 2) EXPECT_TRUE(check_pattern(blocks[i], 40000, 100 + i)) << i;
+  // Free the odd ones: the even ones can now grow in place into the gap.
+  for (int i = 1; i < 8; i += 2) free(blocks[i]);
+  for (int i = 0; i < 8; i += 2) {
+    size_t n = 40000 + 16384 * (i + 1);
+    void* g = realloc(blocks[i], n + 30000);
+    ASSERT_NE(g, nullptr);
+    ASSERT_TRUE(check_pattern(g, 40000, 100 + i));
+    EXPECT_GE(malloc_usable_size(g), n + 30000);
+    free(g);
+  }
 }
 
 TEST(AllocApi, ReallocNullAndZero) {
@@ -254,8 +280,7 @@ TEST(AllocApi, MalloptAndTrim) {
   std::vector<void*> v;
   for (int i = 0; i < 64; i++) v.push_back(malloc(200000));
   for (void* p : v) free(p);
-  void* w = malloc(8 << 20);
-  free(w);
+  free(kept(malloc(8 << 20)));
   EXPECT_EQ(malloc_trim(0), 1);  // there was cached memory to give back
   void* after = malloc(200000);  // and everything still works
   ASSERT_NE(after, nullptr);

@@ -60,12 +60,19 @@ TEST(SizeClass, BundleUnits) {
   EXPECT_EQ(bundle_units_of(64 * 1024 + 1), 5u);
 }
 
-TEST(SizeClass, DivisionByMagicIsExactForEveryOffsetOfAPage) {
+TEST(SizeClass, BlockIndexRecognisesExactlyTheBlockStartsOfAPage) {
   std::vector<uint32_t> sizes(kTinyClassSize, kTinyClassSize + kTinyClasses);
   for (uint32_t c = 0; c < kPoolClasses; c++) sizes.push_back(pool_class_size(c));
   for (uint32_t d : sizes) {
-    uint32_t m = div_magic(d);
-    for (uint32_t off = 0; off < 65536; off++) ASSERT_EQ(div_by_magic(off, m), off / d) << d << " " << off;
+    BlockDiv bd = block_div(d);
+    for (uint32_t off = 0; off < 65536; off++) {
+      uint32_t q = block_index(off, bd.inv, bd.shift);
+      if (off % d == 0) {
+        ASSERT_EQ(q, off / d) << d << " " << off;
+      } else {
+        ASSERT_GE(q, 65536u) << d << " " << off;  // never below any page's block count
+      }
+    }
   }
 }
 

@@ -246,7 +246,7 @@ TEST_F(E2E, SetReachesGetTheKnobBlockAndTheProcess) {
   const std::string pid = std::to_string(t->pid);
   EXPECT_EQ(t->knob("tiny.cap"), "knob tiny.cap 0");
 
-  RunResult r = hakctl({"set", "tiny.cap=64", "--pid", pid});
+  RunResult r = hakctl({"set", "tiny.cap=64", "--pid", pid, "--wait", "10000"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "pid " + pid + " tiny.cap: 0 -> 64\n")) << r.out;
   EXPECT_TRUE(contains(r.out, "pid " + pid + ": applied in ")) << r.out;  // the target allocates, so it applies
@@ -264,7 +264,7 @@ TEST_F(E2E, SetReachesGetTheKnobBlockAndTheProcess) {
   EXPECT_EQ(t->knob("tiny.cap"), "knob tiny.cap 64");  // the library inside the target holds it
 
   // Sizes in their syntax, and the stats JSON carries the new knobs too.
-  r = hakctl({"set", "whale.cache_bytes=512M", "--pid", pid});
+  r = hakctl({"set", "whale.cache_bytes=512M", "--pid", pid, "--wait", "10000"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "whale.cache_bytes: 1G -> 512M")) << r.out;
   EXPECT_EQ(t->knob("whale.cache_bytes"), "knob whale.cache_bytes 536870912");
@@ -292,11 +292,11 @@ TEST_F(E2E, TinyCapChangesTheTargetsHitRate) {
     }
     return std::stod(m[1]);
   };
-  RunResult r = hakctl({"set", "tiny.cap=1", "--pid", pid});
+  RunResult r = hakctl({"set", "tiny.cap=1", "--pid", pid, "--wait", "10000"});
   ASSERT_EQ(r.status, 0) << r.err;
   ASSERT_TRUE(contains(r.out, ": applied in ")) << r.out;
   const double low = interval_hit_rate();
-  r = hakctl({"set", "tiny.cap=64", "--pid", pid});
+  r = hakctl({"set", "tiny.cap=64", "--pid", pid, "--wait", "10000"});
   ASSERT_EQ(r.status, 0) << r.err;
   ASSERT_TRUE(contains(r.out, ": applied in ")) << r.out;
   const double high = interval_hit_rate();
@@ -317,7 +317,7 @@ TEST_F(E2E, SetAllChangesEveryProcess) {
   Target* a = start_target();
   if (!a) GTEST_SKIP() << kNoAllocator;
   Target* b = start_target();
-  RunResult r = hakctl({"set", "tiny.prewarm=on", "--all"});
+  RunResult r = hakctl({"set", "tiny.prewarm=on", "--all", "--wait", "10000"});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "pid " + std::to_string(a->pid) + " tiny.prewarm: 0 -> 1\n")) << r.out;
   EXPECT_TRUE(contains(r.out, "pid " + std::to_string(b->pid) + " tiny.prewarm: 0 -> 1\n")) << r.out;
@@ -380,6 +380,20 @@ TEST_F(E2E, NothingIsHalfApplied) {
   EXPECT_EQ(t->knob("tiny.cap"), "knob tiny.cap 0");
   r = hakctl({"get", "tiny.cap", "--pid", pid});
   EXPECT_TRUE(std::regex_search(r.out, std::regex("tiny\\.cap +0 +0 +default\n"))) << r.out;
+}
+
+// (Sets that assert "applied in" pass --wait 10000: an upper bound for a loaded machine; the
+// reply comes as soon as the target applies, so nothing here measures time.)
+
+// Another uid cannot reach root's daemon (socket folder 0700, socket 0600): exit 3 with a
+// message that says so, not "not running".
+TEST_F(E2E, OtherUserIsToldPermissionDenied) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run hakctl as nobody";
+  const int nobody = 65534;
+  RunResult r = hakctl_test::run({hakctl_, "--socket", sock_, "ps"}, {}, {}, nobody);
+  if (r.status == 127) GTEST_SKIP() << "nobody cannot execute " << hakctl_;
+  EXPECT_EQ(r.status, 3) << r.err;
+  EXPECT_TRUE(contains(r.err, "cannot reach hakmemd: permission denied on " + sock_)) << r.err;
 }
 
 TEST_F(E2E, WatchShowsRatesOfTheTarget) {

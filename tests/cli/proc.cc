@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,8 +21,12 @@ int decode(int status) {
   return -1;
 }
 
-[[noreturn]] void exec_child(const std::vector<std::string>& argv, const Env& env) {
+[[noreturn]] void exec_child(const std::vector<std::string>& argv, const Env& env, int as_uid = -1) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (as_uid >= 0) {
+    const gid_t gid = static_cast<gid_t>(as_uid);
+    if (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(static_cast<uid_t>(as_uid)) != 0) _exit(126);
+  }
   signal(SIGPIPE, SIG_DFL);
   signal(SIGINT, SIG_DFL);
   for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
@@ -34,7 +39,7 @@ int decode(int status) {
 
 }  // namespace
 
-RunResult run(const std::vector<std::string>& argv, const Env& env, const std::string& input) {
+RunResult run(const std::vector<std::string>& argv, const Env& env, const std::string& input, int as_uid) {
   int out[2], err[2], in[2];
   if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) throw std::runtime_error("pipe");
   const pid_t pid = fork();
@@ -42,7 +47,7 @@ RunResult run(const std::vector<std::string>& argv, const Env& env, const std::s
     dup2(out[1], 1);
     dup2(err[1], 2);
     dup2(in[0], 0);
-    exec_child(argv, env);
+    exec_child(argv, env, as_uid);
   }
   close(out[1]);
   close(err[1]);

@@ -17,7 +17,9 @@ struct RunResult {
 
 using Env = std::vector<std::pair<std::string, std::string>>;
 
-RunResult run(const std::vector<std::string>& argv, const Env& env = {}, const std::string& input = {});
+// as_uid >= 0 (needs root): the child drops to that uid/gid before exec.
+RunResult run(const std::vector<std::string>& argv, const Env& env = {}, const std::string& input = {},
+              int as_uid = -1);
 
 // A started child whose stdout is a pipe the test reads; killed on destruction.
 struct Child {

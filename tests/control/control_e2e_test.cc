@@ -214,6 +214,22 @@ TEST_F(ControlE2E, KnobShmEnableZeroCreatesNoSegment) {
   EXPECT_TRUE(files().empty());
 }
 
+// Without a segment the figures live in the library's static stand-in. That stand-in must
+// not be re-initialised by a constructor running after the first malloc (libstdc++'s
+// start-up allocates before libhakmem's constructors run): counts must survive it.
+TEST_F(ControlE2E, CountersStillCountWithoutASegment) {
+  ProbeRun r = run({"hold 48 1000", "release"}, {"HAKMEM_SHM=0", "HAKMEM_STATS=1"});
+  ASSERT_RAN(r);
+  EXPECT_TRUE(files().empty());
+  // The exit summary's tiny row: "tiny <allocs> <frees> ...".
+  const size_t row = r.err.find("\ntiny ");
+  ASSERT_NE(row, std::string::npos) << r.err;
+  unsigned long long allocs = 0, frees = 0;
+  ASSERT_EQ(sscanf(r.err.c_str() + row, "\ntiny %llu %llu", &allocs, &frees), 2) << r.err;
+  EXPECT_GE(allocs, 1000u) << r.err;
+  EXPECT_GE(frees, 1000u) << r.err;
+}
+
 TEST_F(ControlE2E, KnobStatsPrintWritesTheSummaryAtExit) {
   ProbeRun r = run({"churn 64 100", "churn 3000000 2"}, {"HAKMEM_STATS=1"});
   ASSERT_RAN(r);

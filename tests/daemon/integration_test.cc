@@ -398,3 +398,40 @@ TEST(Daemon, ABadConfigFileStopsStartupWithAMessage) {
   EXPECT_NE(WEXITSTATUS(d.status()), 0);
   EXPECT_NE(d.log().find("did you mean 'scan_interval_ms'"), std::string::npos) << d.log();
 }
+
+TEST(Daemon, ASegmentTruncatedUnderTheDaemonIsDroppedNotFatal) {
+  DaemonProc d;
+  ASSERT_TRUE(d.ready()) << d.log();
+  Sleeper p;
+  FakeSegment s(d.shm(), p.pid());
+  s.seg().global.thread_slots_hwm.store(proto::kThreadSlots);  // make stats read the whole file
+  ASSERT_TRUE(eventually([&] { return d.lists(p.pid()); })) << d.log();
+  ASSERT_EQ(truncate(s.path().c_str(), 4096), 0);  // what a hostile owner could do
+  Client c(d.socket());
+  json r = c.call({{"cmd", "stats"}, {"pid", p.pid()}});
+  EXPECT_EQ(r["error"]["code"], "no_such_process") << r.dump();
+  EXPECT_TRUE(c.call({{"cmd", "stats"}})["result"]["processes"].empty());
+  EXPECT_FALSE(d.exited()) << d.log();
+  EXPECT_TRUE(eventually([&] { return d.log().find("truncated under the daemon") != std::string::npos; })) << d.log();
+  EXPECT_TRUE(Client(d.socket()).call({{"cmd", "hello"}})["ok"]);
+}
+
+TEST(Daemon, TheSocketComesFromHakmemSocketWhenNotGiven) {
+  TempDir tmp;
+  const std::string sock = tmp.path() + "/env/hakmemd.sock";
+  pid_t pid = fork();
+  if (pid == 0) {
+    setenv("HAKMEM_SOCKET", sock.c_str(), 1);
+    int fd = open("/dev/null", O_WRONLY);
+    dup2(fd, 2);
+    execl(hakmemd_path().c_str(), "hakmemd", "--shm-dir", tmp.path().c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const bool up = eventually([&] { return Client().connect(sock); });
+  kill(pid, SIGTERM);
+  int st = -1;
+  waitpid(pid, &st, 0);
+  EXPECT_TRUE(up);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << st;
+  EXPECT_FALSE(file_exists(sock));
+}

@@ -7,6 +7,8 @@
 #include <set>
 #include <sstream>
 
+#include <spdlog/spdlog.h>
+
 #include "config.h"
 #include "fake_segment.h"
 #include "hakmem/proto/protocol.h"
@@ -542,4 +544,54 @@ TEST_F(HandlerTest, MetricsAreValidExpositionWithTheFigures) {
     EXPECT_TRUE(typed.count(line.substr(0, line.find_first_of("{ ")))) << line;
   }
   EXPECT_EQ(metrics_escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+// Mutated requests (fixed seed): every one gets exactly one well-formed reply line.
+TEST_F(HandlerTest, RandomlyMutatedRequestsAlwaysGetOneWellFormedReply) {
+  const std::vector<std::string> corpus = {
+      R"({"id":1,"cmd":"hello","version":1,"client":"x"})",
+      R"({"id":2,"cmd":"stats","pid":)" + pid() + "}",
+      R"({"id":3,"cmd":"set","pid":)" + pid() + R"(,"knobs":{"tiny.cap":64,"whale.cache_bytes":"512M"},"wait_ms":0})",
+      R"({"id":4,"cmd":"get","all":true,"keys":["tiny.cap","whale.decay_ms"]})",
+      R"({"id":5,"cmd":"ps"})",
+      R"({"id":6,"cmd":"knobs"})",
+  };
+  spdlog::set_level(spdlog::level::warn);  // accepted sets would log thousands of lines
+  const char alphabet[] = "{}[]\":,0123456789-.eEtruefalsnl \\/u\x00\xff\xc3";
+  uint64_t x = 0x9e3779b97f4a7c15ull;
+  auto rnd = [&] {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return x;
+  };
+  for (int i = 0; i < 20000; i++) {
+    std::string s = corpus[rnd() % corpus.size()];
+    const int edits = 1 + static_cast<int>(rnd() % 4);
+    for (int e = 0; e < edits && !s.empty(); e++) {
+      const size_t at = rnd() % s.size();
+      switch (rnd() % 3) {
+        case 0: s[at] = alphabet[rnd() % (sizeof alphabet - 1)]; break;
+        case 1: s.erase(at, 1 + rnd() % 8); break;
+        default: s.insert(at, 1, alphabet[rnd() % (sizeof alphabet - 1)]); break;
+      }
+    }
+    Outcome o = h->handle(s, root);
+    if (o.wait) continue;  // a mutated wait_ms; polling is covered elsewhere
+    ASSERT_FALSE(o.reply.empty()) << s;
+    ASSERT_EQ(o.reply.find('\n'), o.reply.size() - 1) << s;
+    json r = json::parse(o.reply, nullptr, false);
+    ASSERT_FALSE(r.is_discarded()) << s;
+    ASSERT_TRUE(r["ok"].is_boolean()) << s;
+    if (!r["ok"]) {
+      ASSERT_TRUE(r["error"]["code"].is_string()) << s;
+    }
+  }
+  spdlog::set_level(spdlog::level::info);
+  // Whatever the mutations wrote, the knobs stay within their ranges.
+  for (size_t k = 0; k < proto::kKnobCount; k++) {
+    const uint64_t v = seg->seg().knobs.value[k].load();
+    EXPECT_GE(v, proto::kKnobs[k].min);
+    EXPECT_LE(v, proto::kKnobs[k].max);
+  }
 }

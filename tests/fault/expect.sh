@@ -19,7 +19,7 @@ else
   "$@" >"$tmp/out" 2>"$tmp/err"
 fi
 rc=$?
-[ "$rc" -eq 77 ] && { cat "$tmp/err"; exit 77; }
+
 
 fail() {
   echo "FAIL: $* (exit $rc)" >&2

@@ -42,6 +42,11 @@ TEST(Segment, ValidationRejectsEachKindOfDamage) {
   EXPECT_EQ(validate_segment(s.get(), sizeof(Segment)), SegmentCheck::BadVersion);
   s->header.magic = 0xdeadbeef;
   EXPECT_EQ(validate_segment(s.get(), sizeof(Segment)), SegmentCheck::BadMagic);
+  // Sized but not yet written by its creator: retried later, not refused.
+  auto fresh = std::make_unique<Segment>();
+  EXPECT_EQ(validate_segment(fresh.get(), sizeof(Segment)), SegmentCheck::NotReady);
+  fresh->header.ready.store(1);
+  EXPECT_EQ(validate_segment(fresh.get(), sizeof(Segment)), SegmentCheck::BadMagic);
 }
 
 TEST(Segment, SnapshotSumsSlotsBelowTheHighWaterMarkAndDerivesTinyTotals) {

@@ -111,7 +111,10 @@ int main(int argc, char** argv) {
     uint64_t gen = seg.seg->knobs.generation.load(std::memory_order_acquire);
     double t1 = harness::now_s();
     while (seg.seg->knobs.applied_generation.load(std::memory_order_acquire) < gen && harness::now_s() - t1 < 10) {
-      for (int i = 0; i < 1000; i++) free(malloc(1 + static_cast<size_t>(i) % 1024));
+      for (int i = 0; i < 1000; i++) {
+        void* volatile p = malloc(1 + static_cast<size_t>(i) % 1024);  // volatile: not elided
+        free(p);
+      }
       usleep(1000);
     }
     uint64_t applied = seg.seg->knobs.applied_generation.load(std::memory_order_acquire);

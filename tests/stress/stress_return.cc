@@ -37,7 +37,10 @@ int main(int argc, char** argv) {
     size_t target = rss0 + burst / 10, rss = harness::rss_bytes();
     while (rss > target && harness::now_s() - t0 < 10 * decay_s + 5) {
       usleep(10 * 1000);
-      for (size_t s : {64u, 4000u, 100000u, 3u << 20}) free(malloc(s));
+      for (size_t s : {64u, 4000u, 100000u, 3u << 20}) {
+        void* volatile p = malloc(s);  // volatile: the compiler may not elide the pair
+        free(p);
+      }
       rss = harness::rss_bytes();
     }
     printf("stress_return: round %d: rss %zu MiB -> peak %zu MiB -> %zu MiB after %.2f s (decay %.2f s)\n", round,

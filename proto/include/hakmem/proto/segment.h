@@ -216,6 +216,9 @@ constexpr const char* segment_check_text(SegmentCheck c) {
 inline SegmentCheck validate_segment(const void* base, size_t file_size) {
   if (file_size < sizeof(Segment)) return SegmentCheck::TooSmall;
   const Segment* s = static_cast<const Segment*>(base);
+  // A creator sizes the file before it writes the header: all zeroes means "not yet".
+  if (s->header.magic == 0 && s->header.ready.load(std::memory_order_acquire) == 0)
+    return SegmentCheck::NotReady;
   if (s->header.magic != kMagic) return SegmentCheck::BadMagic;
   if (s->header.layout_version != kLayoutVersion) return SegmentCheck::BadVersion;
   if (s->header.header_size != sizeof(SegmentHeader) || s->header.segment_size != sizeof(Segment))

@@ -1,0 +1,125 @@
+// Knobs have a measurable effect on the allocator, changed live through the C API (found
+// with dlsym so the same test runs linked and preloaded). Asserts counts, never time.
+#include <dlfcn.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+#include "hakmem.h"
+
+namespace {
+
+// Every block goes through here: the compiler may drop a malloc/free pair whose pointer is
+// never observed.
+void* volatile g_sink;
+void* kept(void* p) {
+  g_sink = p;
+  return p;
+}
+
+void set_knob(const char* name, uint64_t v) {
+  using SetFn = int (*)(const char*, uint64_t, char*, size_t);
+  auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "hakmem_knob_set_u64"));
+  ASSERT_NE(set, nullptr);
+  char err[200] = "";
+  ASSERT_EQ(set(name, v, err, sizeof err), 0) << err;
+}
+
+hakmem_stats stats() {
+  using GetFn = int (*)(hakmem_stats*, size_t);
+  auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "hakmem_stats_get"));
+  hakmem_stats s{};
+  if (get) get(&s, sizeof s);
+  return s;
+}
+
+// Writes every page through a volatile pointer (a memset before free may be dropped).
+void touch(void* p, size_t n) {
+  volatile char* c = static_cast<volatile char*>(p);
+  for (size_t o = 0; o < n; o += 4096) c[o] = 1;
+}
+
+long minor_faults() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_minflt;
+}
+
+// Tiny misses (magazine refills) of 2 x 512 allocations of one class in a fresh thread.
+uint64_t tiny_misses_in_fresh_thread() {
+  uint64_t before = stats().tier[HAKMEM_TIER_TINY].misses;
+  std::thread t([] {
+    std::vector<void*> v(512);
+    for (int round = 0; round < 2; round++) {
+      for (auto& p : v) p = kept(malloc(96));
+      for (void* p : v) free(p);
+    }
+  });
+  t.join();
+  return stats().tier[HAKMEM_TIER_TINY].misses - before;
+}
+
+TEST(AllocKnobs, TinyCapBoundsTheMagazine) {
+  set_knob("tiny.cap", 4);
+  uint64_t capped = tiny_misses_in_fresh_thread();
+  set_knob("tiny.cap", 0);
+  uint64_t adaptive = tiny_misses_in_fresh_thread();
+  // A 4-block magazine refills 2 blocks at a time: at least 512 refills for 1024 mallocs.
+  EXPECT_GE(capped, 500u);
+  // The adaptive magazine grows to hold the whole working set after a few refills.
+  EXPECT_LT(adaptive, 64u);
+}
+
+TEST(AllocKnobs, WhalePrewarmMeansNoFaultsOnFirstTouch) {
+  set_knob("whale.cache_bytes", 0);  // every block below is a new mapping
+  auto touch_faults = [](size_t n) {
+    char* p = static_cast<char*>(kept(malloc(n)));
+    long f0 = minor_faults();
+    touch(p, n);
+    long f = minor_faults() - f0;
+    free(p);
+    return f;
+  };
+  set_knob("whale.prewarm", 1);
+  long warm = touch_faults(9 << 20);
+  set_knob("whale.prewarm", 0);
+  long cold = touch_faults(9 << 20);
+  set_knob("whale.cache_bytes", 1ull << 30);
+  EXPECT_EQ(warm, 0);
+  EXPECT_GE(cold, 4);  // at least one fault per 2 MiB huge page, 2304 without THP
+}
+
+TEST(AllocKnobs, WhaleCacheKeepsFreedMappingsForReuseAndZeroDisablesIt) {
+  set_knob("whale.cache_bytes", 1ull << 30);
+  set_knob("whale.decay_ms", 600000);
+  hakmem_stats s0 = stats();
+  void* p = kept(malloc(6 << 20));
+  touch(p, 6 << 20);
+  free(p);
+  hakmem_stats s1 = stats();
+  EXPECT_GE(s1.tier[HAKMEM_TIER_WHALE].cached_bytes, 6u << 20);
+  void* q = kept(malloc(6 << 20));  // reuse: no new mapping, no fault
+  long f0 = minor_faults();
+  touch(q, 6 << 20);
+  EXPECT_EQ(minor_faults() - f0, 0);
+  hakmem_stats s2 = stats();
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].os_maps, s1.tier[HAKMEM_TIER_WHALE].os_maps);
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].cache_hits, s1.tier[HAKMEM_TIER_WHALE].cache_hits + 1);
+  free(q);
+  set_knob("whale.cache_bytes", 0);
+  void* r = kept(malloc(7 << 20));
+  free(r);
+  hakmem_stats s3 = stats();
+  // With no cache the free unmaps at once; and the cap also evicted what was cached.
+  EXPECT_EQ(s3.tier[HAKMEM_TIER_WHALE].cached_bytes, 0u);
+  EXPECT_EQ(s3.tier[HAKMEM_TIER_WHALE].mapped_bytes, s0.tier[HAKMEM_TIER_WHALE].mapped_bytes);
+  set_knob("whale.cache_bytes", 1ull << 30);
+  set_knob("whale.decay_ms", 1000);
+}
+
+}  // namespace
