@@ -155,10 +155,12 @@ TEST_F(Sites, SitesNamesBothFunctions) {
   ASSERT_TRUE(t);
   ASSERT_TRUE(t->run("a 2000 65536"));  // 128 MiB from alloc_alpha
   ASSERT_TRUE(t->run("b 40000 256"));   // 10 MiB in 40000 small blocks from alloc_beta
+  ASSERT_TRUE(t->run("n 300 100000"));  // 30 MiB through operator new[]: its caller is the site
   RunResult r = hakctl({"sites", "--pid", std::to_string(t->pid)});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_TRUE(contains(r.out, "alloc_alpha+0x")) << r.out;
   EXPECT_TRUE(contains(r.out, "alloc_beta+0x")) << r.out;
+  EXPECT_TRUE(contains(r.out, "new_gamma+0x")) << r.out;
   EXPECT_TRUE(contains(r.out, "(sites_target)")) << r.out;
   EXPECT_TRUE(contains(r.out, "by bytes")) << r.out;
   EXPECT_TRUE(contains(r.out, "by count")) << r.out;
