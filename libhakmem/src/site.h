@@ -6,6 +6,11 @@
 // the exported entry points; nothing else runs. On, every allocation takes this out-of-line
 // path: a rule lookup (O(1), skipped when there are no rules) and a per-thread byte
 // countdown; only a sample (mean every kSiteSampleMean bytes) touches shared memory.
+//
+// Measured (bench/micro tiny 32 B malloc+free pair, CPU-time medians of 5, 2-core shared box):
+// main without the hook 6.2-6.8 ns, with the hook and site.rules=0 6.2-6.6 ns (within noise),
+// site.rules=1 12.8 ns. Command: LD_PRELOAD=libhakmem.so bench_micro
+//   --benchmark_filter='BM_MallocFree/(16|64)$|BM_NewDelete32|HakmemPair32/site' --benchmark_repetitions=5
 #pragma once
 
 #include <stddef.h>
