@@ -6,6 +6,7 @@
 #include <atomic>
 
 #include "hakmem/proto/site_rules.h"
+#include "os.h"
 
 namespace hakmem {
 
@@ -25,7 +26,9 @@ struct Compiled {
 Compiled g_table[kTableSlots];
 std::atomic<uint32_t> g_seq{0};       // odd while a compile rewrites g_table
 std::atomic<uint32_t> g_count{0};
-std::atomic<bool> g_compiling{false};
+// Pid of the process whose thread compiles, 0 when none: a fork child inherits the value of a
+// parent caught mid-compile and takes the lock over instead of never compiling again.
+std::atomic<int32_t> g_compiling{0};
 std::atomic<uint64_t> g_compiled_gen{UINT64_MAX};
 std::atomic<const proto::RuleBlock*> g_compiled_block{nullptr};
 
@@ -87,7 +90,11 @@ void site_rules_refresh(proto::RuleBlock& rb) {
   if (__builtin_expect(gen == g_compiled_gen.load(std::memory_order_relaxed) &&
                            &rb == g_compiled_block.load(std::memory_order_relaxed), 1))
     return;
-  if (g_compiling.exchange(true, std::memory_order_acquire)) return;
+  const int32_t me = os_pid();
+  int32_t holder = 0;
+  if (!g_compiling.compare_exchange_strong(holder, me, std::memory_order_acquire)) {
+    if (holder == me || !g_compiling.compare_exchange_strong(holder, me, std::memory_order_acquire)) return;
+  }
   uint32_t rejected = 0;
   const uint32_t n = site_rules_compile(rb, &rejected);
   g_compiled_gen.store(gen, std::memory_order_relaxed);
@@ -95,7 +102,7 @@ void site_rules_refresh(proto::RuleBlock& rb) {
   rb.rules_active.store(n, std::memory_order_relaxed);
   rb.rules_rejected.store(rejected, std::memory_order_relaxed);
   rb.applied_generation.store(gen, std::memory_order_release);
-  g_compiling.store(false, std::memory_order_release);
+  g_compiling.store(0, std::memory_order_release);
 }
 
 bool site_rules_lookup(uint64_t site, uint64_t size, SiteAction* out) {
