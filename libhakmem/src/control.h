@@ -73,8 +73,8 @@ void control_report_invalid_free(const char* what, const void* p);
 void control_report_double_free(const char* what, const void* p);
 
 // In the child after fork(): the parent's segment stays the parent's; the child gets a
-// segment of its own (fresh counters, the parent's current knob values) and re-attaches
-// the surviving thread's ctl.
+// segment of its own (the parent's figures and knob values carried over, since it holds
+// the parent's memory) and re-attaches the surviving thread's ctl.
 void control_atfork_child(ThreadCtl* surviving_thread);
 
 // The segment currently published (or the process-local stand-in when shm is off): what

@@ -105,6 +105,12 @@ __attribute__((noinline)) void* tiny_slow(Heap* h, uint32_t c) {
 __attribute__((noinline)) void free_slow(void* p, MapKind kind) {
   int saved = errno;
   Heap* h = t_heap;
+  // A thread that only frees (a consumer of another thread's blocks) gets a heap like one
+  // that allocates: its frees are cached and counted in its own slot, not lost.
+  if (h == &g_empty_heap && (kind == kMapSmall || kind == kMapBundle || kind == kMapWhaleHead) &&
+      process_ready()) {
+    if (Heap* attached = heap_get_slow()) h = attached;
+  }
   switch (kind) {
     case kMapSmall:
       tiny_free_slow(h, p, page_desc_of(p));

@@ -110,6 +110,15 @@ void clear_runtime(Segment* s) {
     if (e.addr.load(std::memory_order_relaxed) != 0) memset(static_cast<void*>(&e), 0, sizeof e);
 }
 
+// Frees every thread slot (counts stay): in a fork child only the forking thread lives on,
+// and it attaches again.
+void release_slots(Segment* s) {
+  uint32_t hwm = s->global.thread_slots_hwm.load(std::memory_order_relaxed);
+  if (hwm > proto::kThreadSlots) hwm = proto::kThreadSlots;
+  for (uint32_t i = 0; i < hwm; i++) s->threads[i].owner_tid.store(0, std::memory_order_relaxed);
+  s->global.threads_live.store(0, std::memory_order_relaxed);
+}
+
 // Creates and maps the segment file (all zero); nullptr after a one-line warning.
 Segment* create_file() {
   const char* dir = control_env_get(proto::kShmDirEnv);
@@ -226,7 +235,15 @@ void control_segment_reopen_in_child() {
   // fork+exec of a program without hakmem leaves nothing behind in the shm dir.
   g_shared = false;
   g_path[0] = 0;
-  clear_runtime(&g_local);
+  // The child inherits its parent's memory, so it inherits the figures that describe it:
+  // mapped and cached bytes, and the per-thread counts whose difference is the live bytes
+  // (zeroing them made the child's gauges run below zero as it freed inherited blocks).
+  // Only slot ownership starts over: the parent's other threads do not exist here.
+  if (old != &g_local) {
+    clear_runtime(&g_local);
+    copy_runtime(&g_local, *old);
+  }
+  release_slots(&g_local);
   publish(&g_local, sizes, count, env_mask, generation);
   g_seg.store(&g_local, std::memory_order_release);
   g_segment_pending.store(knob(proto::Knob::ShmEnable) != 0, std::memory_order_relaxed);

@@ -76,10 +76,10 @@ compat_check_used() {
     grep 'cannot be preloaded' "$err" | head -n 3 >&2
     compat_fail "$name: the loader ignored the preload"
   fi
-  # Each preloaded process prints "hakmem <version>: pid <pid>, ..." and a "total" row whose
+  # Each preloaded process prints a header naming "hakmem" and its pid, and a "total" row whose
   # second column is its allocation count; at least one process must have allocated.
   local procs allocs
-  procs="$(grep -cE '^hakmem [0-9][0-9.]*: pid [0-9]+' "$err" || true)"
+  procs="$(grep -cE '^hakmem[: ].*pid [0-9]+' "$err" || true)"
   allocs="$(awk '$1 == "total" && $2 ~ /^[0-9]+$/ { s += $2 } END { print s + 0 }' "$err")"
   if [ "$procs" -eq 0 ] || [ "$allocs" -eq 0 ]; then
     tail -n 20 "$err" >&2
