@@ -231,6 +231,39 @@ TEST_F(Sites, RuleRoutesToWhaleAndDeleteStopsIt) {
   EXPECT_TRUE(contains(hakctl({"rules", "list", "--pid", pid}).out, "no rules"));
 }
 
+// Every other action: pool (a 100-byte request rounded up into the pool tier) with a cap,
+// system (own mapping per block, counted as whale) with pre-warm, bundle for a size range.
+TEST_F(Sites, RoutesToPoolBundleAndSystem) {
+  Target* t = start_target({{"HAKMEM_SITE_RULES", "1"}});
+  ASSERT_TRUE(t);
+  const std::string pid = std::to_string(t->pid);
+  ASSERT_TRUE(t->run("a 2000 65536"));
+  // Enough bytes that each function is sampled (about 20 samples each; mean 1 per 512 KiB).
+  ASSERT_TRUE(t->run("b 100000 100"));
+  ASSERT_TRUE(t->run("n 3500 3000"));
+  // Bare function names: every sampled call site inside each function.
+  RunResult r = hakctl({"rules", "add", "--pid", pid, "site=alloc_beta tier=pool cap=4"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = hakctl({"rules", "add", "--pid", pid, "site=new_gamma tier=system prewarm=on"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = hakctl({"rules", "add", "--pid", pid, "site=alloc_alpha size=-1K tier=bundle"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json before = hakctl_json({"stats", "--pid", pid});
+  ASSERT_TRUE(t->run("b 1000 100"));
+  ASSERT_TRUE(t->run("n 100 3000"));
+  ASSERT_TRUE(t->run("a 100 512"));
+  ASSERT_TRUE(t->run("a 100 65536"));  // outside alpha's size range: bundle as usual
+  const json after = hakctl_json({"stats", "--pid", pid});
+  auto delta = [&](const char* tier) {
+    return after.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>() -
+           before.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>();
+  };
+  EXPECT_EQ(delta("pool"), 1000u);
+  EXPECT_EQ(delta("whale"), 100u);
+  EXPECT_EQ(delta("bundle"), 200u);
+  EXPECT_EQ(delta("tiny"), 0u);
+}
+
 TEST_F(Sites, ConfigRuleReachesNewProcess) {
   Target* first = start_target({{"HAKMEM_SITE_RULES", "1"}});
   ASSERT_TRUE(first);
