@@ -39,6 +39,7 @@ _hakctl() {
   case "$cmd" in
     help) COMPREPLY=($(compgen -W "$(hakctl __complete commands 2>/dev/null)" -- "$cur")) ;;
     get) COMPREPLY=($(compgen -W "$(hakctl __complete knobs 2>/dev/null)" -- "$cur")) ;;
+    rules) [[ "$prev" == rules ]] && COMPREPLY=($(compgen -W "add list del" -- "$cur")) ;;
     set)
       compopt -o nospace 2>/dev/null || true
       local k

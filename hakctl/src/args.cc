@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "exit.h"
+#include "sites_cmd.h"
 #include "hakmem/proto/segment.h"
 
 namespace hakctl {
@@ -39,6 +40,7 @@ const FlagSpec kCount = {"--count", nullptr, Arg::Required, "N", "with --watch: 
 const FlagSpec kMarkdown = {"--markdown", nullptr, Arg::None, nullptr, "emit the README table of env vars"};
 const FlagSpec kWait = {"--wait", nullptr, Arg::Required, "MS",
                         "wait up to MS for each process to apply the change (default 1000)"};
+const FlagSpec kTop = {"--top", "-k", Arg::Required, "K", "show the top K sites by bytes and by count (default 20)"};
 const FlagSpec kNoWait = {"--no-wait", nullptr, Arg::None, nullptr, "do not wait for the change to be applied"};
 
 struct CommandSpec {
@@ -68,6 +70,17 @@ const std::vector<CommandSpec>& commands() {
        "Example: hakctl set tiny.cap=64 --pid 1234"},
       {"knobs", "hakctl knobs [--markdown]", "the table of every knob (no daemon needed)", {kMarkdown},
        "Name, type, default, range, live or restart-only, environment variable and help."},
+      {"sites", "hakctl sites [--pid N] [--top K]", "the call sites that allocate most (site.rules=1)", {kPid, kTop},
+       "Sampled call sites of each process (or of N), by estimated bytes and by estimated count,\n"
+       "symbolized as function+0xoff (module). Sampling runs only while site.rules is on:\n"
+       "HAKMEM_SITE_RULES=1 at start or `hakctl set site.rules=1 --pid N`."},
+      {"rules", "hakctl rules add --pid N 'RULE' | rules list [--pid N] | rules del ID --pid N",
+       "route a call site's allocations (site rules)", {kPid},
+       "RULE is KEY=VALUE words: site=SYMBOL+0xOFF | MODULE+0xOFF | 0xADDR (as `hakctl sites` shows;\n"
+       "a bare SYMBOL covers every sampled site inside it), optional size=LO-HI (K/M/G), and actions:\n"
+       "tier=tiny|pool|bundle|whale|system, cap=N (magazine blocks), prewarm=on|off.\n"
+       "Rules act only while site.rules is on in the process.\n"
+       "Example: hakctl rules add --pid 1234 'site=build_json+0x1c size=64K-1M tier=whale prewarm=on'"},
       {"version", "hakctl version", "versions of hakctl, the protocol and the running hakmemd", {}, ""},
       {"help", "hakctl help [COMMAND]", "this help, or the help of one command", {}, ""},
   };
@@ -306,6 +319,8 @@ Options parse_args(const std::vector<std::string>& args) {
       o.markdown = true;
     } else if (n == "--wait") {
       o.wait_ms = parse_long("--wait", value, 0, 600000, o.command);
+    } else if (n == "--top") {
+      o.top = parse_long("--top", value, 1, 512, o.command);
     } else if (n == "--no-wait") {
       o.wait_ms = 0;
     }
@@ -355,6 +370,8 @@ Options parse_args(const std::vector<std::string>& args) {
       usage("set needs at least one KEY=VALUE", "for example: hakctl set tiny.cap=64 --pid 1234");
     if (!o.pid && !o.all)
       usage("set needs a target: --pid N or --all", "for example: hakctl set tiny.cap=64 --pid 1234");
+  } else if (o.command == "rules") {
+    rules_check_args(positionals, &o);
   } else if (!positionals.empty()) {
     usage("'" + o.command + "' takes no argument '" + positionals[0] + "'", help_hint(o.command));
   }

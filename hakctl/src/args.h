@@ -26,6 +26,8 @@ struct Options {
   std::vector<std::string> keys;   // get KEY...
   std::vector<std::pair<std::string, std::string>> assignments;  // set KEY=VALUE...
   std::string help_topic;          // help COMMAND
+  long top = 0;                    // sites --top K; 0: the daemon's default
+  std::vector<std::string> words;  // rules SUBCOMMAND ARGS... (sites_cmd.cc)
 };
 
 // Parses argv[1..]; throws CliError(Exit::Usage, message, hint) on any mistake.

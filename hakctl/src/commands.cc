@@ -7,6 +7,7 @@
 #include "client.h"
 #include "hakmem/proto/knobs.h"
 #include "hakmem/proto/protocol.h"
+#include "sites_cmd.h"
 #include "views.h"
 
 namespace hakctl {
@@ -141,6 +142,8 @@ int run(const Options& o) {
     const json r = c.call_ok(req);
     if (o.json) print_json(r);
     else write_out(render_set(r, o.wait_ms));
+  } else if (o.command == "sites" || o.command == "rules") {
+    return run_sites_command(c, o);
   } else {
     throw CliError(Exit::Usage, "unknown command '" + o.command + "'", "run `hakctl help`");
   }

@@ -16,7 +16,7 @@ namespace hakmemd {
 
 namespace {
 const std::vector<std::string> kFields = {"socket", "metrics", "shm_dir", "scan_interval_ms", "log_level",
-                                          "defaults"};
+                                          "defaults", "rules"};
 }
 
 bool valid_log_level(const std::string& s) {
@@ -145,6 +145,7 @@ bool config_parse(const std::string& text, Config* out, std::string* error) {
       c.defaults.push_back(std::move(rule));
     }
   }
+  if (j.contains("rules") && !config_parse_site_rules(j["rules"], &c.rules, error)) return false;
   *out = std::move(c);
   return true;
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "knob_ops.h"
+#include "sites.h"
 
 namespace hakmemd {
 
@@ -27,6 +28,7 @@ struct Config {
   uint32_t scan_interval_ms = 1000;
   std::string log_level = "info";
   std::vector<DefaultRule> defaults;
+  std::vector<ConfigRule> rules;   // site rules per executable (sites.h)
 };
 
 // Settings given on the command line; they win over the file, also across reloads.

@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "registry.h"
 #include "server.h"
+#include "sites.h"
 
 namespace hakmemd {
 
@@ -58,6 +59,7 @@ struct Daemon::Impl {
   }
 
   void apply_defaults(ProcessEntry& e) {
+    sites_apply_config(e, cfg.rules);
     for (const DefaultRule& rule : cfg.defaults) {
       if (!exe_matches(rule.exe, e.exe)) continue;
       std::vector<uint64_t> old;

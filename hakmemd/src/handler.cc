@@ -8,6 +8,7 @@
 
 #include "hakmem/proto/protocol.h"
 #include "procfs.h"
+#include "sites.h"
 
 namespace hakmemd {
 
@@ -113,7 +114,14 @@ Outcome Handler::handle(std::string_view line, const Peer& peer) {
         return out;
       }
     } else if (cmd == "knobs") result = cmd_knobs(req, peer);
-    else fail(proto::err::kUnknownCommand, "unknown command '" + cmd + "' (known: hello, ps, stats, get, set, knobs)");
+    else if (sites_is_command(cmd)) {
+      SitesResult sr = sites_command(reg_, cmd, req, peer.uid);
+      if (!sr.ok) fail(sr.code, sr.message);
+      result = std::move(sr.result);
+    } else
+      fail(proto::err::kUnknownCommand, "unknown command '" + cmd +
+                                            "' (known: hello, ps, stats, get, set, knobs, sites, rules_add, "
+                                            "rules_list, rules_del)");
     out.reply = ok_line(id, std::move(result));
   } catch (const RequestError& e) {
     out.reply = error_line(id, e.code.c_str(), e.message);

@@ -13,6 +13,7 @@
 #include "fastpath.h"
 #include "heap.h"
 #include "os.h"
+#include "site.h"
 
 #define HK_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -193,7 +194,10 @@ void* hk_aligned(size_t align, size_t n) {
 
 using namespace hakmem;
 
-HK_EXPORT void* malloc(size_t n) noexcept { return malloc_inline(n); }
+HK_EXPORT void* malloc(size_t n) noexcept {
+  if (site_enabled()) return site_malloc(n, __builtin_return_address(0), false);
+  return malloc_inline(n);
+}
 
 HK_EXPORT void free(void* p) noexcept { free_inline(p); }
 
@@ -209,6 +213,7 @@ HK_EXPORT void* calloc(size_t n, size_t size) noexcept {
     errno = ENOMEM;
     return nullptr;
   }
+  if (site_enabled()) return site_malloc(total, __builtin_return_address(0), true);
   if (total > kBundleMax) {
     if (t_heap == &g_empty_heap) heap_get_slow();
     return whale_path(total, 0, true);
@@ -219,7 +224,10 @@ HK_EXPORT void* calloc(size_t n, size_t size) noexcept {
 }
 
 HK_EXPORT void* realloc(void* p, size_t n) noexcept {
-  if (!p) return malloc_inline(n);
+  if (!p) {
+    if (site_enabled()) return site_malloc(n, __builtin_return_address(0), false);
+    return malloc_inline(n);
+  }
   if (n == 0) {
     // glibc frees and returns NULL.
     free_inline(p);

@@ -6,6 +6,7 @@
 
 #include "alloc.h"
 #include "fastpath.h"
+#include "site.h"
 
 #define HK_EXPORT __attribute__((visibility("default")))
 
@@ -26,8 +27,9 @@ __attribute__((noinline)) void* new_retry(size_t n, size_t align) {
   }
 }
 
-inline void* op_new(size_t n) {
-  void* p = hk_malloc(n);
+// always_inline: __builtin_return_address(0) must name the caller of operator new.
+__attribute__((always_inline)) inline void* op_new(size_t n) {
+  void* p = hakmem::site_enabled() ? hakmem::site_malloc(n, __builtin_return_address(0), false) : hk_malloc(n);
   return __builtin_expect(p != nullptr, 1) ? p : new_retry(n, 0);
 }
 
@@ -37,8 +39,10 @@ inline void* op_new_aligned(size_t n, std::align_val_t al) {
   return __builtin_expect(p != nullptr, 1) ? p : new_retry(n, a);
 }
 
-inline void* op_new_nothrow(size_t n, size_t align) noexcept {
-  void* p = align ? hk_aligned(align, n) : hk_malloc(n);
+__attribute__((always_inline)) inline void* op_new_nothrow(size_t n, size_t align) noexcept {
+  void* p = align                     ? hk_aligned(align, n)
+            : hakmem::site_enabled() ? hakmem::site_malloc(n, __builtin_return_address(0), false)
+                                      : hk_malloc(n);
   if (__builtin_expect(p != nullptr, 1)) return p;
   try {
     return new_retry(n, align);

@@ -228,7 +228,7 @@ TEST(Binary, CompletionWordsComeFromTheTables) {
   r = hakctl({"__complete", "knobs", "--live"});
   EXPECT_FALSE(contains(r.out, "stats.print\n"));  // restart-only
   r = hakctl({"__complete", "commands"});
-  EXPECT_EQ(r.out, "ps\nstats\nget\nset\nknobs\nversion\nhelp\n");
+  EXPECT_EQ(r.out, "ps\nstats\nget\nset\nknobs\nsites\nrules\nversion\nhelp\n");
   FakeDaemon d;
   r = hakctl({"__complete", "pids", "--socket", d.srv.path()});
   EXPECT_EQ(r.out, "4242\n");

@@ -30,6 +30,11 @@ inline constexpr const char* kInvalidValue = "invalid_value";    // not parseabl
 inline constexpr const char* kOutOfRange = "out_of_range";       // message names MIN..MAX
 inline constexpr const char* kRestartOnly = "restart_only";      // knob cannot change in a live process
 inline constexpr const char* kInternal = "internal";
+// Site rules (sites, rules_add, rules_list, rules_del).
+inline constexpr const char* kInvalidRule = "invalid_rule";      // rule text does not parse or check
+inline constexpr const char* kUnknownSymbol = "unknown_symbol";  // the site names nothing in the process
+inline constexpr const char* kRuleTableFull = "rule_table_full"; // no free slot in the process's rule block
+inline constexpr const char* kNoSuchRule = "no_such_rule";
 }  // namespace err
 
 // Default socket: $HAKMEM_SOCKET, else /run/hakmem/hakmemd.sock for root, else

@@ -134,7 +134,7 @@ struct alignas(64) SiteEntry {
   std::atomic<uint64_t> addr;      // return address of the malloc caller; 0 = empty
   std::atomic<uint64_t> samples;   // sampled allocations
   std::atomic<uint64_t> bytes;     // sampled bytes, each sample weighted by the sampling period
-  std::atomic<uint64_t> hist[kSiteHistBuckets];
+  std::atomic<uint64_t> hist[kSiteHistBuckets];  // estimated allocations per size bucket (weighted)
   std::atomic<uint32_t> last_tier; // Tier the last sample went to
   uint32_t reserved;
 };
@@ -156,7 +156,15 @@ struct SiteRule {
 struct alignas(64) RuleBlock {
   std::atomic<uint64_t> generation;
   SiteRule rules[kRuleSlots];
+  // Appended in the block's tail padding (sizeof unchanged, kLayoutVersion 1 still holds);
+  // written by the process with relaxed stores/fetch_add, read by hakmemd.
+  std::atomic<uint64_t> applied_generation;  // rule generation the process compiled last
+  std::atomic<uint64_t> sites_dropped;       // samples lost because the site table was full
+  std::atomic<uint64_t> rule_hits;           // allocations a rule acted on
+  std::atomic<uint32_t> rules_active;        // valid rules at the last compile
+  std::atomic<uint32_t> rules_rejected;      // malformed entries ignored at the last compile
 };
+static_assert(sizeof(RuleBlock) == 3136, "RuleBlock's tail fields must stay inside its old padding");
 
 struct Segment {
   SegmentHeader header;

@@ -1,0 +1,313 @@
+// Site rules end to end (issue 9): the real hakmemd (private socket and segment folder), the
+// real hakctl, and sites_target preloaded with libhakmem. Asserts that `hakctl sites` names
+// both allocating functions, that a rule routes one of them to the whale tier (the whale
+// allocation counter rises by exactly its allocations, the other function's do not move it),
+// that deleting the rule stops the routing, and that a config rule reaches a new process.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <memory>
+
+#include "fake_server.h"
+#include "proc.h"
+
+using hakctl_test::Child;
+using hakctl_test::RunResult;
+using hakctl_test::TempDir;
+using json = nlohmann::json;
+
+namespace {
+
+std::string g_hakctl, g_hakmemd, g_lib, g_target;
+
+bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
+void pause_ms(int ms) { poll(nullptr, 0, ms); }
+
+bool can_connect(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+struct Target {
+  Child child;
+  int pid = 0;
+  std::string pending;
+  std::string read_line() {
+    for (;;) {
+      const size_t nl = pending.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = pending.substr(0, nl);
+        pending.erase(0, nl + 1);
+        return line;
+      }
+      char buf[512];
+      const ssize_t n = read(child.out_fd, buf, sizeof buf);
+      if (n <= 0) return {};
+      pending.append(buf, static_cast<size_t>(n));
+    }
+  }
+  // Runs one workload command ("a N SIZE", "b N SIZE") and waits for its "ok".
+  bool run(const std::string& cmd) {
+    const std::string line = cmd + "\n";
+    if (write(child.in_fd, line.data(), line.size()) != static_cast<ssize_t>(line.size())) return false;
+    return read_line() == "ok";
+  }
+};
+
+class Sites : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(g_hakctl.empty() || g_hakmemd.empty() || g_lib.empty() || g_target.empty())
+        << "run with --hakctl= --hakmemd= --hakmem-lib= --target= (ctest passes them)";
+    sock_ = dir_.path + "/hakmemd.sock";
+    config_ = dir_.path + "/hakmemd.json";
+    write_config("{}");
+    hakctl_test::spawn(&daemon_, {g_hakmemd, "--socket", sock_, "--shm-dir", dir_.path, "--config", config_,
+                                  "--scan-interval-ms", "100", "--log-level", "info"},
+                       {}, false, false, dir_.path + "/hakmemd.log");
+    for (int i = 0; i < 500 && !can_connect(sock_); i++) pause_ms(20);  // readiness, not a timing check
+    ASSERT_TRUE(can_connect(sock_)) << "hakmemd never listened; its log:\n" << log();
+  }
+
+  void TearDown() override {
+    for (auto& t : targets_) {
+      if (t->child.in_fd >= 0) {
+        close(t->child.in_fd);  // the target exits on EOF
+        t->child.in_fd = -1;
+      }
+      t->child.wait();
+    }
+    if (daemon_.pid > 0) {
+      EXPECT_EQ(daemon_.stop(SIGTERM), 0) << "hakmemd did not stop cleanly; its log:\n" << log();
+    }
+  }
+
+  void write_config(const std::string& text) { std::ofstream(config_) << text; }
+
+  std::string log() {
+    std::ifstream f(dir_.path + "/hakmemd.log");
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+
+  RunResult hakctl(std::vector<std::string> args) {
+    std::vector<std::string> argv{g_hakctl, "--socket", sock_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return hakctl_test::run(argv);
+  }
+  json hakctl_json(std::vector<std::string> args) {
+    args.push_back("--json");
+    RunResult r = hakctl(args);
+    EXPECT_EQ(r.status, 0) << r.err;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_FALSE(j.is_discarded()) << r.out;
+    return j;
+  }
+  bool listed(int pid) {
+    const json j = hakctl_json({"ps"});
+    if (!j.contains("processes")) return false;
+    for (const json& p : j["processes"])
+      if (p.value("pid", 0) == pid) return true;
+    return false;
+  }
+  Target* start_target(const hakctl_test::Env& extra = {}) {
+    auto t = std::make_unique<Target>();
+    hakctl_test::Env env{{"LD_PRELOAD", g_lib}, {"HAKMEM_SHM_DIR", dir_.path}};
+    env.insert(env.end(), extra.begin(), extra.end());
+    hakctl_test::spawn(&t->child, {g_target}, env, true, true);
+    const std::string ready = t->read_line();
+    EXPECT_TRUE(contains(ready, "ready ")) << ready;
+    t->pid = t->child.pid;
+    for (int i = 0; i < 500 && !listed(t->pid); i++) pause_ms(20);
+    EXPECT_TRUE(listed(t->pid)) << "hakmemd never listed pid " << t->pid << "; its log:\n" << log();
+    targets_.push_back(std::move(t));
+    return targets_.back().get();
+  }
+  uint64_t tier_allocs(int pid, const char* tier) {
+    const json j = hakctl_json({"stats", "--pid", std::to_string(pid)});
+    return j.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>();
+  }
+  // The rule-syntax site of `function` as `hakctl sites --json` reports it ("alloc_alpha+0x2b").
+  std::string spec_of(int pid, const std::string& function) {
+    const json j = hakctl_json({"sites", "--pid", std::to_string(pid)});
+    for (const json& s : j.at("processes").at(0).at("by_bytes"))
+      if (s.value("function", "") == function) return s.value("spec", "");
+    return {};
+  }
+
+  TempDir dir_;
+  std::string sock_, config_;
+  Child daemon_;
+  std::vector<std::unique_ptr<Target>> targets_;
+};
+
+TEST_F(Sites, SitesNamesBothFunctions) {
+  Target* t = start_target({{"HAKMEM_SITE_RULES", "1"}});
+  ASSERT_TRUE(t);
+  ASSERT_TRUE(t->run("a 2000 65536"));  // 128 MiB from alloc_alpha
+  ASSERT_TRUE(t->run("b 40000 256"));   // 10 MiB in 40000 small blocks from alloc_beta
+  ASSERT_TRUE(t->run("n 300 100000"));  // 30 MiB through operator new[]: its caller is the site
+  RunResult r = hakctl({"sites", "--pid", std::to_string(t->pid)});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "alloc_alpha+0x")) << r.out;
+  EXPECT_TRUE(contains(r.out, "alloc_beta+0x")) << r.out;
+  EXPECT_TRUE(contains(r.out, "new_gamma+0x")) << r.out;
+  EXPECT_TRUE(contains(r.out, "(sites_target)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "by bytes")) << r.out;
+  EXPECT_TRUE(contains(r.out, "by count")) << r.out;
+
+  const json j = hakctl_json({"sites", "--pid", std::to_string(t->pid), "--top", "2"});
+  const json& p = j.at("processes").at(0);
+  EXPECT_TRUE(p.at("site_rules").get<bool>());
+  ASSERT_EQ(p.at("by_bytes").size(), 2u);
+  // By bytes alloc_alpha leads (128 MiB against 10 MiB); by count alloc_beta does.
+  EXPECT_EQ(p["by_bytes"][0].value("function", ""), "alloc_alpha");
+  EXPECT_EQ(p["by_count"][0].value("function", ""), "alloc_beta");
+  EXPECT_EQ(p["by_bytes"][0].value("tier", ""), "bundle");
+  EXPECT_EQ(p["by_count"][0].value("tier", ""), "tiny");
+  // The estimates are sampled: within a factor of two of the truth.
+  const uint64_t alpha_bytes = p["by_bytes"][0].value("bytes", uint64_t{0});
+  EXPECT_GT(alpha_bytes, 64ull << 20);
+  EXPECT_LT(alpha_bytes, 256ull << 20);
+}
+
+TEST_F(Sites, RuleRoutesToWhaleAndDeleteStopsIt) {
+  Target* t = start_target({{"HAKMEM_SITE_RULES", "1"}});
+  ASSERT_TRUE(t);
+  const std::string pid = std::to_string(t->pid);
+  ASSERT_TRUE(t->run("a 2000 65536"));
+  const std::string spec = spec_of(t->pid, "alloc_alpha");
+  ASSERT_FALSE(spec.empty()) << "alloc_alpha not sampled";
+
+  RunResult bad = hakctl({"rules", "add", "--pid", pid, "site=no_such_function+0x10 tier=whale"});
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_TRUE(contains(bad.err, "unknown symbol 'no_such_function'")) << bad.err;
+  bad = hakctl({"rules", "add", "--pid", pid, "site=" + spec + " tier=elephant"});
+  EXPECT_EQ(bad.status, 1);
+  EXPECT_TRUE(contains(bad.err, "invalid_rule")) << bad.err;
+  bad = hakctl({"rules", "add", "site=" + spec + " tier=whale"});
+  EXPECT_EQ(bad.status, 2) << "no --pid is a usage error";
+
+  RunResult add = hakctl({"rules", "add", "--pid", pid, "site=" + spec + " size=32K-1M tier=whale prewarm=on"});
+  ASSERT_EQ(add.status, 0) << add.err;
+  EXPECT_TRUE(contains(add.out, "rule 1 added")) << add.out;
+  EXPECT_TRUE(contains(add.out, "alloc_alpha+0x")) << add.out;
+
+  RunResult list = hakctl({"rules", "list", "--pid", pid});
+  ASSERT_EQ(list.status, 0) << list.err;
+  EXPECT_TRUE(contains(list.out, "size=32K-1M tier=whale prewarm=on")) << list.out;
+
+  // 64 KiB normally goes to bundle; alloc_alpha's now go to whale, alloc_beta's do not.
+  uint64_t whale0 = tier_allocs(t->pid, "whale"), bundle0 = tier_allocs(t->pid, "bundle");
+  ASSERT_TRUE(t->run("a 300 65536"));
+  ASSERT_TRUE(t->run("b 200 65536"));
+  EXPECT_EQ(tier_allocs(t->pid, "whale") - whale0, 300u);
+  EXPECT_GE(tier_allocs(t->pid, "bundle") - bundle0, 200u);
+  EXPECT_LT(tier_allocs(t->pid, "bundle") - bundle0, 300u);
+  // Outside the rule's size range alloc_alpha is served as usual.
+  whale0 = tier_allocs(t->pid, "whale");
+  ASSERT_TRUE(t->run("a 100 4096"));
+  EXPECT_EQ(tier_allocs(t->pid, "whale") - whale0, 0u);
+
+  const json lj = hakctl_json({"rules", "list", "--pid", pid});
+  EXPECT_GE(lj.at("processes").at(0).at("rule_hits").get<uint64_t>(), 300u);
+  EXPECT_EQ(lj["processes"][0].at("rules_active").get<uint64_t>(), 1u);
+
+  RunResult del = hakctl({"rules", "del", "1", "--pid", pid});
+  ASSERT_EQ(del.status, 0) << del.err;
+  EXPECT_EQ(hakctl({"rules", "del", "1", "--pid", pid}).status, 1) << "deleting twice";
+  whale0 = tier_allocs(t->pid, "whale");
+  ASSERT_TRUE(t->run("a 300 65536"));
+  EXPECT_EQ(tier_allocs(t->pid, "whale") - whale0, 0u);
+  EXPECT_TRUE(contains(hakctl({"rules", "list", "--pid", pid}).out, "no rules"));
+}
+
+// Every other action: pool (a 100-byte request rounded up into the pool tier) with a cap,
+// system (own mapping per block, counted as whale) with pre-warm, bundle for a size range.
+TEST_F(Sites, RoutesToPoolBundleAndSystem) {
+  Target* t = start_target({{"HAKMEM_SITE_RULES", "1"}});
+  ASSERT_TRUE(t);
+  const std::string pid = std::to_string(t->pid);
+  ASSERT_TRUE(t->run("a 2000 65536"));
+  // Enough bytes that each function is sampled (about 20 samples each; mean 1 per 512 KiB).
+  ASSERT_TRUE(t->run("b 100000 100"));
+  ASSERT_TRUE(t->run("n 3500 3000"));
+  // Bare function names: every sampled call site inside each function.
+  RunResult r = hakctl({"rules", "add", "--pid", pid, "site=alloc_beta tier=pool cap=4"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = hakctl({"rules", "add", "--pid", pid, "site=new_gamma tier=system prewarm=on"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = hakctl({"rules", "add", "--pid", pid, "site=alloc_alpha size=-1K tier=bundle"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json before = hakctl_json({"stats", "--pid", pid});
+  ASSERT_TRUE(t->run("b 1000 100"));
+  ASSERT_TRUE(t->run("n 100 3000"));
+  ASSERT_TRUE(t->run("a 100 512"));
+  ASSERT_TRUE(t->run("a 100 65536"));  // outside alpha's size range: bundle as usual
+  const json after = hakctl_json({"stats", "--pid", pid});
+  auto delta = [&](const char* tier) {
+    return after.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>() -
+           before.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>();
+  };
+  EXPECT_EQ(delta("pool"), 1000u);
+  EXPECT_EQ(delta("whale"), 100u);
+  EXPECT_EQ(delta("bundle"), 200u);
+  EXPECT_EQ(delta("tiny"), 0u);
+}
+
+TEST_F(Sites, ConfigRuleReachesNewProcess) {
+  Target* first = start_target({{"HAKMEM_SITE_RULES", "1"}});
+  ASSERT_TRUE(first);
+  ASSERT_TRUE(first->run("a 2000 65536"));
+  const std::string spec = spec_of(first->pid, "alloc_alpha");
+  ASSERT_FALSE(spec.empty());
+  // Same executable, same offset: a persistent rule for every sites_target, and site.rules
+  // turned on for it by a knob default (no environment needed).
+  write_config(R"({"defaults": [{"exe": "sites_target", "knobs": {"site.rules": 1}}],
+                   "rules": [{"exe": "*/sites_target", "rule": "site=)" + spec + R"( size=32K-1M tier=whale"}]})");
+  ASSERT_EQ(kill(daemon_.pid, SIGHUP), 0);
+  for (int i = 0; i < 500 && !contains(log(), "configuration reloaded"); i++) pause_ms(20);
+  ASSERT_TRUE(contains(log(), "configuration reloaded")) << log();
+
+  Target* t = start_target();
+  ASSERT_TRUE(t);
+  const std::string pid = std::to_string(t->pid);
+  RunResult list = hakctl({"rules", "list", "--pid", pid});
+  ASSERT_EQ(list.status, 0) << list.err;
+  EXPECT_TRUE(contains(list.out, "site=" + spec + " size=32K-1M tier=whale")) << list.out << log();
+  // Knob changes reach a thread at its periodic check (every 4096 tiny allocations of a
+  // class): this workload passes one, so site.rules=1 from the config is in effect.
+  ASSERT_TRUE(t->run("b 10000 64"));
+  const uint64_t whale0 = tier_allocs(t->pid, "whale");
+  ASSERT_TRUE(t->run("a 200 65536"));
+  EXPECT_EQ(tier_allocs(t->pid, "whale") - whale0, 200u);
+  // The first process predates the config rule: untouched.
+  EXPECT_TRUE(contains(hakctl({"rules", "list", "--pid", std::to_string(first->pid)}).out, "no rules"));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  for (int i = 1; i < argc; i++) {
+    const std::string a = argv[i];
+    auto take = [&](const char* flag, std::string* out) {
+      const std::string f = std::string(flag) + "=";
+      if (a.compare(0, f.size(), f) == 0) *out = a.substr(f.size());
+    };
+    take("--hakctl", &g_hakctl);
+    take("--hakmemd", &g_hakmemd);
+    take("--hakmem-lib", &g_lib);
+    take("--target", &g_target);
+  }
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,66 @@
+// The site-rules test program: two distinct allocating functions, exported (built with
+// -rdynamic) so hakmemd can name them. Driven over stdin, one command per line:
+//   a N SIZE   alloc_alpha: N allocations of SIZE bytes (each freed after the next)
+//   b N SIZE   alloc_beta: the same from another call site
+//   n N SIZE   new_gamma: N operator new[] of SIZE bytes
+//   q          exit
+// Replies "ok" after each command, and "ready PID" at start.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <string>
+
+extern "C" __attribute__((noinline, used, visibility("default"))) void alloc_alpha(long n, size_t size) {
+  void* prev = nullptr;
+  for (long i = 0; i < n; i++) {
+    void* p = malloc(size);
+    if (!p) abort();
+    static_cast<volatile char*>(p)[0] = 1;
+    free(prev);
+    prev = p;
+  }
+  free(prev);
+}
+
+extern "C" __attribute__((noinline, used, visibility("default"))) void alloc_beta(long n, size_t size) {
+  void* prev = nullptr;
+  for (long i = 0; i < n; i++) {
+    void* p = malloc(size);
+    if (!p) abort();
+    static_cast<volatile char*>(p)[size - 1] = 2;
+    free(prev);
+    prev = p;
+  }
+  free(prev);
+}
+
+extern "C" __attribute__((noinline, used, visibility("default"))) void new_gamma(long n, size_t size) {
+  char* prev = nullptr;
+  for (long i = 0; i < n; i++) {
+    char* p = new char[size];
+    static_cast<volatile char*>(p)[0] = 3;
+    delete[] prev;
+    prev = p;
+  }
+  delete[] prev;
+}
+
+int main() {
+  setvbuf(stdout, nullptr, _IOLBF, 0);
+  printf("ready %d\n", static_cast<int>(getpid()));
+  char line[256];
+  while (fgets(line, sizeof line, stdin)) {
+    char cmd = 0;
+    long n = 0;
+    unsigned long size = 0;
+    if (sscanf(line, " %c %ld %lu", &cmd, &n, &size) < 1) continue;
+    if (cmd == 'q') break;
+    if (cmd == 'a') alloc_alpha(n, size);
+    else if (cmd == 'b') alloc_beta(n, size);
+    else if (cmd == 'n') new_gamma(n, size);
+    printf("ok\n");
+  }
+  return 0;
+}
