@@ -5,7 +5,10 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <grp.h>
+#include <stdio.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -117,6 +120,34 @@ std::string Child::read_until(const std::string& needle) {
   }
   return got;
 }
+
+std::string Child::read_line() {
+  for (;;) {
+    const size_t nl = pending.find('\n');
+    if (nl != std::string::npos) {
+      std::string line = pending.substr(0, nl);
+      pending.erase(0, nl + 1);
+      return line;
+    }
+    char buf[512];
+    const ssize_t n = read(out_fd, buf, sizeof buf);
+    if (n <= 0) return {};
+    pending.append(buf, static_cast<size_t>(n));
+  }
+}
+
+bool can_connect(const std::string& path) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  close(fd);
+  return ok;
+}
+
+void pause_ms(int ms) { poll(nullptr, 0, ms); }
 
 Child::~Child() {
   if (in_fd >= 0) close(in_fd);

@@ -32,11 +32,19 @@ struct Child {
   int wait();
   // Reads stdout until `needle` appears (or EOF); returns what was read.
   std::string read_until(const std::string& needle);
+  // Reads one line of stdout, without its newline; "" at EOF.
+  std::string read_line();
+  std::string pending;  // read by read_line, not yet returned
 };
 
 // Starts argv with env added; stdout captured when capture_out, stdin a pipe when pipe_in.
 // The child dies with the test process (PR_SET_PDEATHSIG) so nothing outlives a crash.
 void spawn(Child* c, const std::vector<std::string>& argv, const Env& env, bool capture_out, bool pipe_in,
            const std::string& stderr_path = {});
+
+// True when something accepts connections on the Unix socket `path`.
+bool can_connect(const std::string& path);
+void pause_ms(int ms);
+inline bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
 
 }  // namespace hakctl_test

@@ -18,6 +18,9 @@
 
 using hakctl_test::Child;
 using hakctl_test::RunResult;
+using hakctl_test::can_connect;
+using hakctl_test::contains;
+using hakctl_test::pause_ms;
 using hakctl_test::TempDir;
 using json = nlohmann::json;
 
@@ -25,37 +28,11 @@ namespace {
 
 std::string g_hakctl, g_hakmemd, g_lib, g_target;
 
-bool contains(const std::string& s, const std::string& needle) { return s.find(needle) != std::string::npos; }
-void pause_ms(int ms) { poll(nullptr, 0, ms); }
-
-bool can_connect(const std::string& path) {
-  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  const bool ok = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  close(fd);
-  return ok;
-}
 
 struct Target {
   Child child;
   int pid = 0;
-  std::string pending;
-  std::string read_line() {
-    for (;;) {
-      const size_t nl = pending.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = pending.substr(0, nl);
-        pending.erase(0, nl + 1);
-        return line;
-      }
-      char buf[512];
-      const ssize_t n = read(child.out_fd, buf, sizeof buf);
-      if (n <= 0) return {};
-      pending.append(buf, static_cast<size_t>(n));
-    }
-  }
+  std::string read_line() { return child.read_line(); }
   // Runs one workload command ("a N SIZE", "b N SIZE") and waits for its "ok".
   bool run(const std::string& cmd) {
     const std::string line = cmd + "\n";
