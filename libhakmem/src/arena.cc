@@ -185,7 +185,16 @@ uint64_t decay_ns(proto::Knob k) { return knob(k) * 1000000ull; }
 
 }  // namespace
 
-PageDesc* arena_page_alloc(uint32_t shard, bool prewarm) {
+namespace {
+// Moves a page's worth of mapped bytes between the small arena (pool) and tiny.
+void page_lend(Tier user, int64_t sign) {
+  if (user == kSmallTier) return;
+  control_add(user, GlobalCounter::MappedBytes, sign * static_cast<int64_t>(kPageSize));
+  control_add(kSmallTier, GlobalCounter::MappedBytes, -sign * static_cast<int64_t>(kPageSize));
+}
+}  // namespace
+
+PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, Tier user) {
   Arena& a = g_arena[shard];
   LockGuard g(a.lock);
   SmallChunk* ch = a.small;
@@ -205,6 +214,7 @@ PageDesc* arena_page_alloc(uint32_t shard, bool prewarm) {
   bool was_purged = pg->purged;
   memset(static_cast<void*>(pg), 0, sizeof(*pg));
   control_add(kSmallTier, GlobalCounter::CachedBytes, -static_cast<int64_t>(before));
+  page_lend(user, +1);
   if (prewarm && was_purged) {
     os_populate(page_start(pg), kPageSize);
     control_add(kSmallTier, GlobalCounter::Madvises, 1);
@@ -220,6 +230,7 @@ void arena_page_release(PageDesc* pg) {
   {
     LockGuard g(a.lock);
     uint32_t i = static_cast<uint32_t>(pg - ch->pages);
+    if (pg->kind == kPageTiny) page_lend(Tier::Tiny, -1);
     pg->owner = nullptr;
     pg->kind = kPageFree;
     pg->free_since_ns = now;

@@ -8,13 +8,16 @@
 #include <stdint.h>
 
 #include "chunk.h"
+#include "hakmem/proto/segment.h"
 
 namespace hakmem {
 
 // A free page of a small chunk of arena `shard`, mapping a new chunk when none is left.
 // The caller sets its kind and fields. `prewarm` faults the page in if it is not backed.
+// `user` (Tiny or Pool) is the tier the page is carved for: small chunks count as pool's
+// mapped bytes, and a page in tiny's use moves to tiny's until it is released.
 // nullptr when the OS refuses memory.
-PageDesc* arena_page_alloc(uint32_t shard, bool prewarm);
+PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, proto::Tier user);
 // Gives an empty page back to its chunk's arena (any thread).
 void arena_page_release(PageDesc* pg);
 

@@ -61,7 +61,7 @@ void* pool_malloc_slow(Heap* h, uint32_t c) {
     while (got < want) {
       PageDesc* pg = s.avail;
       if (!pg) {
-        pg = arena_page_alloc(h->shard, h->knob_pool_prewarm);
+        pg = arena_page_alloc(h->shard, h->knob_pool_prewarm, proto::Tier::Pool);
         if (!pg) break;
         page_set_block_size(pg, bs);
         pg->cls = static_cast<uint8_t>(c);

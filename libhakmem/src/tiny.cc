@@ -45,7 +45,7 @@ void page_maybe_release(Heap* h, PageDesc* pg, bool force) {
 }
 
 PageDesc* page_new(Heap* h, uint32_t c) {
-  PageDesc* pg = arena_page_alloc(h->shard, h->knob_tiny_prewarm);
+  PageDesc* pg = arena_page_alloc(h->shard, h->knob_tiny_prewarm, proto::Tier::Tiny);
   if (!pg) return nullptr;
   page_set_block_size(pg, kTinyClassSize[c]);
   pg->cls = static_cast<uint8_t>(c);
