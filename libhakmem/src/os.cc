@@ -196,6 +196,35 @@ int os_shm_create(const char* path, size_t size, void** out) {
   return 0;
 }
 
+int os_dir_each(const char* dir, bool (*fn)(const char* name, void* arg), void* arg) {
+  int saved = errno;
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) { int e = errno; errno = saved; return e; }
+  alignas(8) char buf[4096];
+  bool more = true;
+  while (more) {
+    long n = syscall(SYS_getdents64, fd, buf, sizeof buf);
+    if (n <= 0) break;
+    for (long off = 0; off < n && more;) {
+      // struct linux_dirent64: d_ino (8), d_off (8), d_reclen (2), d_type (1), d_name.
+      unsigned short reclen;
+      memcpy(&reclen, buf + off + 16, sizeof reclen);
+      more = fn(buf + off + 19, arg);
+      off += reclen;
+    }
+  }
+  close(fd);
+  errno = saved;
+  return 0;
+}
+
+bool os_pid_exists(int32_t pid) {
+  int saved = errno;
+  bool gone = kill(pid, 0) != 0 && errno == ESRCH;
+  errno = saved;
+  return !gone;
+}
+
 int os_shm_unlink(const char* path) {
   int saved = errno;
   int r = unlink(path) == 0 ? 0 : errno;

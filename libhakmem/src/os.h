@@ -56,6 +56,11 @@ ssize_t os_readlink(const char* path, char* buf, size_t cap);
 // to us (same uid). Returns 0 and *out, or an errno value.
 int os_shm_create(const char* path, size_t size, void** out);
 int os_shm_unlink(const char* path);
+// Calls fn(name, arg) for each entry of folder `dir` (getdents64 into a stack buffer: no
+// allocation, unlike opendir); stops early when fn returns false. Returns 0 or an errno.
+int os_dir_each(const char* dir, bool (*fn)(const char* name, void* arg), void* arg);
+// False only when no process has this pid (kill(pid, 0) fails with ESRCH).
+bool os_pid_exists(int32_t pid);
 
 // --- Added by the allocator (compatible extension) ---
 // Blocks while *addr == expected (process-private futex); spurious wake-ups are allowed.

@@ -4,6 +4,7 @@
 // shm is off or its creation failed, a process-local Segment in .bss stands in, so
 // counters, mallinfo and the C API work the same either way (only hakmemd cannot see it).
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <atomic>
@@ -119,6 +120,42 @@ void release_slots(Segment* s) {
   s->global.threads_live.store(0, std::memory_order_relaxed);
 }
 
+// Segments of our uid whose process is gone: killed, or ended with _exit() (a fork child
+// does) and so never ran the destructor that unlinks. hakmemd removes them too, but a host
+// without the daemon must not collect them forever: each new segment sweeps the folder.
+struct ReapCtx {
+  const char* dir;
+  char prefix[48];  // "hakmem.<uid>."
+  size_t prefix_len;
+  int32_t self;
+};
+
+bool reap_one(const char* name, void* arg) {
+  auto* ctx = static_cast<ReapCtx*>(arg);
+  if (strncmp(name, ctx->prefix, ctx->prefix_len) != 0) return true;
+  int64_t pid = 0;
+  const char* p = name + ctx->prefix_len;
+  if (*p == 0) return true;
+  for (; *p; p++) {
+    if (*p < '0' || *p > '9' || pid > INT32_MAX / 10) return true;  // not ours: leave it
+    pid = pid * 10 + (*p - '0');
+  }
+  if (pid <= 0 || pid == ctx->self || os_pid_exists(static_cast<int32_t>(pid))) return true;
+  char path[sizeof g_path];
+  FmtBuf b(path, sizeof path);
+  b.str(ctx->dir).ch('/').str(name);
+  if (b.size() + 1 < sizeof path) os_shm_unlink(path);
+  return true;
+}
+
+void reap_stale(const char* dir) {
+  ReapCtx ctx{dir, {}, 0, os_pid()};
+  FmtBuf b(ctx.prefix, sizeof ctx.prefix);
+  b.str(proto::kSegmentPrefix).u64(os_uid()).ch('.');
+  ctx.prefix_len = b.size();
+  os_dir_each(dir, reap_one, &ctx);
+}
+
 // Creates and maps the segment file (all zero); nullptr after a one-line warning.
 Segment* create_file() {
   const char* dir = control_env_get(proto::kShmDirEnv);
@@ -151,6 +188,7 @@ Segment* create_file() {
   }
   copy_str(g_path, sizeof g_path, path);
   g_owner_pid = os_pid();
+  reap_stale(dir);
   return static_cast<Segment*>(mem);
 }
 

@@ -149,6 +149,33 @@ TEST_F(ControlE2E, PreloadedProgramFindsItsOwnSegment0600AndItIsGoneAfterExit) {
   EXPECT_TRUE(files().empty()) << "segment left behind after exit: " << files()[0];
 }
 
+// A segment left by a process that died without its destructor (SIGKILL, or _exit in a
+// fork child) is removed by the next process that creates one in the folder: no daemon is
+// needed to keep /dev/shm clean. Other users' files and live processes' are left alone.
+TEST_F(ControlE2E, StaleSegmentsOfDeadProcessesAreSweptAtStart) {
+  pid_t dead = fork();
+  ASSERT_GE(dead, 0);
+  if (dead == 0) _exit(0);
+  waitpid(dead, nullptr, 0);  // reaped: no process has this pid now
+  const std::string uid = std::to_string(getuid());
+  const std::string stale = dir_ + "/hakmem." + uid + "." + std::to_string(dead);
+  const std::string live = dir_ + "/hakmem." + uid + "." + std::to_string(getpid());
+  const std::string other_user = dir_ + "/hakmem." + std::to_string(getuid() + 4242) + "." + std::to_string(dead);
+  const std::string unrelated = dir_ + "/hakmem." + uid + ".notapid";
+  for (const std::string& f : {stale, live, other_user, unrelated}) {
+    int fd = open(f.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0) << f;
+    close(fd);
+  }
+  ProbeRun r = run({"header"});
+  ASSERT_RAN(r);
+  EXPECT_NE(access(stale.c_str(), F_OK), 0) << "stale segment of dead pid " << dead << " was kept";
+  EXPECT_EQ(access(live.c_str(), F_OK), 0) << "a live process's segment was removed";
+  EXPECT_EQ(access(other_user.c_str(), F_OK), 0) << "another user's file was removed";
+  EXPECT_EQ(access(unrelated.c_str(), F_OK), 0);
+  for (const std::string& f : {live, other_user, unrelated}) unlink(f.c_str());
+}
+
 TEST_F(ControlE2E, EnvKnobShowsInTheKnobBlockAndTheApi) {
   ProbeRun r = run({"knobs"}, {"HAKMEM_TINY_CAP=64", "HAKMEM_WHALE_CACHE_BYTES=16M"});
   ASSERT_RAN(r);
