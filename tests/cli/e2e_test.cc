@@ -40,22 +40,8 @@ std::string g_hakctl, g_hakmemd, g_lib, g_target;
 struct Target {
   Child child;
   int pid = 0;
-  std::string pending;
 
-  std::string read_line() {
-    for (;;) {
-      const size_t nl = pending.find('\n');
-      if (nl != std::string::npos) {
-        std::string line = pending.substr(0, nl);
-        pending.erase(0, nl + 1);
-        return line;
-      }
-      char buf[512];
-      const ssize_t n = read(child.out_fd, buf, sizeof buf);
-      if (n <= 0) return {};
-      pending.append(buf, static_cast<size_t>(n));
-    }
-  }
+  std::string read_line() { return child.read_line(); }
   // The knob value as the target's own libhakmem holds it.
   std::string knob(const std::string& name) {
     const std::string q = "knob " + name + "\n";
