@@ -61,6 +61,24 @@ bool exe_matches(const std::string& pattern, const std::string& exe) {
   return false;
 }
 
+// The metrics address and the log level, checked for the file and again for the result of
+// merging the command line and environment into it; `metrics`/`level` name them in errors.
+bool check_metrics_and_level(const Config& c, const char* metrics, const char* level, std::string* error) {
+  if (!c.metrics.empty()) {
+    std::string h;
+    uint16_t p;
+    if (!parse_host_port(c.metrics, &h, &p)) {
+      *error = std::string(metrics) + " must be HOST:PORT, got '" + c.metrics + "'";
+      return false;
+    }
+  }
+  if (!valid_log_level(c.log_level)) {
+    *error = std::string(level) + " must be one of trace, debug, info, warn, error, critical, off";
+    return false;
+  }
+  return true;
+}
+
 bool config_parse(const std::string& text, Config* out, std::string* error) {
   nlohmann::json j;
   try {
@@ -96,18 +114,7 @@ bool config_parse(const std::string& text, Config* out, std::string* error) {
   if (!want_string("socket", &c.socket) || !want_string("metrics", &c.metrics) ||
       !want_string("shm_dir", &c.shm_dir) || !want_string("log_level", &c.log_level))
     return false;
-  if (!c.metrics.empty()) {
-    std::string h;
-    uint16_t p;
-    if (!parse_host_port(c.metrics, &h, &p)) {
-      *error = "'metrics' must be HOST:PORT, got '" + c.metrics + "'";
-      return false;
-    }
-  }
-  if (!valid_log_level(c.log_level)) {
-    *error = "'log_level' must be one of trace, debug, info, warn, error, critical, off";
-    return false;
-  }
+  if (!check_metrics_and_level(c, "'metrics'", "'log_level'", error)) return false;
   if (j.contains("scan_interval_ms")) {
     const auto& v = j["scan_interval_ms"];
     if (!v.is_number_unsigned() || v.get<uint64_t>() < 10 || v.get<uint64_t>() > 3600000) {
@@ -177,18 +184,7 @@ bool config_resolve(const Overrides& ov, Config* out, std::string* error) {
   if (ov.log_level) c.log_level = *ov.log_level;
   if (c.socket.empty()) c.socket = hakmem::proto::default_socket_path();
   if (c.shm_dir.empty()) c.shm_dir = hakmem::proto::kDefaultShmDir;
-  if (!c.metrics.empty()) {
-    std::string h;
-    uint16_t p;
-    if (!parse_host_port(c.metrics, &h, &p)) {
-      *error = "metrics address must be HOST:PORT, got '" + c.metrics + "'";
-      return false;
-    }
-  }
-  if (!valid_log_level(c.log_level)) {
-    *error = "log level must be one of trace, debug, info, warn, error, critical, off";
-    return false;
-  }
+  if (!check_metrics_and_level(c, "metrics address", "log level", error)) return false;
   *out = std::move(c);
   return true;
 }

@@ -1,5 +1,7 @@
 #include "handler.h"
 
+#include <functional>
+
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -235,18 +237,26 @@ ojson Handler::stats_json(ProcessEntry& e, const proto::Snapshot& s, double upti
   return p;
 }
 
-ojson Handler::cmd_stats(const ojson& req, const Peer& peer) {
-  const double up = proc_uptime_s();
+// Calls fn with a fresh snapshot of each process the request names (or every visible
+// one). A process that vanishes mid-request is skipped in a listing and an error when the
+// request named its pid.
+void Handler::for_each_snapshot(const ojson& req, const Peer& peer,
+                                const std::function<void(ProcessEntry&, const proto::Snapshot&)>& fn) {
   const bool one = field_pid(req) != 0;
-  ojson list = ojson::array();
   for (ProcessEntry* e : targets(req, peer, false)) {
     proto::Snapshot s;
     if (!reg_.read_snapshot(*e, &s)) {
       if (one) fail(proto::err::kNoSuchProcess, "process " + std::to_string(e->pid) + " vanished");
       continue;
     }
-    list.push_back(stats_json(*e, s, up));
+    fn(*e, s);
   }
+}
+
+ojson Handler::cmd_stats(const ojson& req, const Peer& peer) {
+  const double up = proc_uptime_s();
+  ojson list = ojson::array();
+  for_each_snapshot(req, peer, [&](ProcessEntry& e, const proto::Snapshot& s) { list.push_back(stats_json(e, s, up)); });
   return {{"processes", std::move(list)}};
 }
 
@@ -265,32 +275,26 @@ ojson Handler::cmd_get(const ojson& req, const Peer& peer) {
   } else {
     for (const auto& k : proto::kKnobs) keys.push_back(&k);
   }
-  const bool one = field_pid(req) != 0;
   ojson list = ojson::array();
-  for (ProcessEntry* e : targets(req, peer, false)) {
-    proto::Snapshot s;
-    if (!reg_.read_snapshot(*e, &s)) {
-      if (one) fail(proto::err::kNoSuchProcess, "process " + std::to_string(e->pid) + " vanished");
-      continue;
-    }
+  for_each_snapshot(req, peer, [&](ProcessEntry& e, const proto::Snapshot& s) {
     ojson knobs = ojson::object();
     for (const proto::KnobInfo* k : keys) {
       const size_t i = static_cast<size_t>(k->id);
       const uint64_t v = s.knob[i];
       const char* source = "default";
-      if (e->knob_set_mask & (1ull << i)) source = "set";
+      if (e.knob_set_mask & (1ull << i)) source = "set";
       else if (s.knob_env_mask & (1ull << i)) source = "env";
       else if (v != k->def) source = "set";  // changed by the process itself or an earlier daemon
       knobs[k->name] = {{"value", v}, {"text", knob_value_text(*k, v)}, {"source", source}};
     }
     ojson p = ojson::object();
-    p["pid"] = static_cast<int64_t>(e->pid);
-    p["exe"] = e->exe;
+    p["pid"] = static_cast<int64_t>(e.pid);
+    p["exe"] = e.exe;
     p["generation"] = s.knob_generation;
     p["applied_generation"] = s.knob_applied_generation;
     p["knobs"] = std::move(knobs);
     list.push_back(std::move(p));
-  }
+  });
   return {{"processes", std::move(list)}};
 }
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <functional>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -78,6 +79,8 @@ class Handler {
   // The processes a request addresses: one pid (errors if absent, foreign or dead) or all
   // visible live ones.
   std::vector<ProcessEntry*> targets(const ojson& req, const Peer& peer, bool pid_required_or_all);
+  void for_each_snapshot(const ojson& req, const Peer& peer,
+                         const std::function<void(ProcessEntry&, const hakmem::proto::Snapshot&)>& fn);
 
   Registry& reg_;
 };
