@@ -70,20 +70,26 @@ static_assert(sizeof(PageDesc) == 128, "page descriptors are found with a shift"
 inline constexpr uint32_t kUnitsPerChunk = kChunkSize / kUnitSize;  // 256
 inline constexpr uint32_t kUnitsPerHalf = kUnitsPerChunk / 2;
 
-enum UnitState : uint8_t { kUnitFree = 0, kUnitHead = 1, kUnitTail = 2 };
+// kUnitCached: the head of a run sitting in a thread's bundle bin (in use for the arena,
+// free for the program); written only by the thread that holds the run.
+enum UnitState : uint8_t { kUnitFree = 0, kUnitHead = 1, kUnitTail = 2, kUnitCached = 3 };
 
+// The first cache line of a chunk sits at page offset 0, the L1 set that the first line of
+// every page-aligned block maps to: a program touching big blocks page by page evicts it
+// every iteration. So line 0 holds only what the arena lock guards (slow paths), and the
+// fields the free fast path reads (arena, state, run) start on the next line.
 struct BundleChunk {
   uint8_t map_kind;              // kMapBundle
-  uint8_t arena;
   uint16_t free_units;           // units free in the chunk
   uint16_t half_free[2];         // free units per 2 MiB half
   uint8_t half_backed[2];        // the half may hold resident pages (0 after a purge)
   uint64_t half_free_since[2];   // when the half became entirely free
-  uint64_t free_bits[kUnitsPerChunk / 64];  // bit u: unit u is free
   BundleChunk* next;
   BundleChunk* prev;
+  alignas(64) uint8_t arena;     // fixed at creation; read by the free fast path
   uint8_t state[kUnitsPerChunk];  // UnitState
   uint8_t run[kUnitsPerChunk];    // head unit: run length in units
+  uint64_t free_bits[kUnitsPerChunk / 64];  // bit u: unit u is free
 };
 static_assert(sizeof(BundleChunk) <= kUnitSize, "bundle chunk header must fit unit 0");
 
@@ -115,6 +121,10 @@ inline void page_set_block_size(PageDesc* pg, uint32_t bs) {
   pg->inv = d.inv;
   pg->shift = d.shift;
   pg->capacity = static_cast<uint32_t>(kPageSize / bs);
+}
+
+inline uint32_t bundle_unit_of(const void* p) {
+  return static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
 }
 
 // Units of the bundle run p heads, or 0 when p is not the head of a run in use.

@@ -66,21 +66,15 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
       }
     }
   } else if (kind == kMapBundle) {
-    // The bundle bin push: the JSON/MIR-sized ping-pong stays off the arena lock.
+    // The bundle bin push: the JSON/MIR-sized ping-pong stays off the arena lock and never
+    // touches the run's own memory.
     Heap* h = t_heap;
     uint32_t units = bundle_run_units(p);
-    Block* b = static_cast<Block*>(p);
-    if (HK_LIKELY(units != 0 && b->cookie != block_cookie(b))) {
-      Magazine& m = h->bundle[units - kBundleMinUnits];
-      size_t bytes = size_t{units} * kUnitSize;
-      if (HK_LIKELY(m.count < m.cap && h->bundle_bytes + bytes <= kBundleCacheBytes &&
-                    bundle_chunk_of(p)->arena == h->shard)) {
-        m.push(b);
-        h->bundle_bytes += bytes;
-        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Frees, 1);
-        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, bytes);
-        return;
-      }
+    if (HK_LIKELY(units != 0 && bundle_chunk_of(p)->arena == h->shard && bundle_bin_push(h, p, units))) {
+      const size_t bytes = size_t{units} * kUnitSize;
+      thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Frees, 1);
+      thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, bytes);
+      return;
     }
   } else if (HK_UNLIKELY(p == nullptr)) {
     return;

@@ -25,25 +25,77 @@ inline constexpr uint32_t kShards = 4;          // pool/arena lock shards
 inline constexpr uint64_t kTickOps = 4096;
 inline constexpr size_t kBundleCacheBytes = 2u << 20;  // per-thread bundle cache bound
 
+// Per-thread bundle bins: a short stack of run pointers per run length, kept in the heap, so
+// that caching a run never touches the run's own memory (whose first line shares the L1 set
+// of every page a program walks). Capacity by run length: 8 runs up to 128 KiB, 4 up to
+// 512 KiB, 2 above. The table gives each bin its capacity and its offset in one flat array.
+inline constexpr uint32_t bundle_bin_cap(uint32_t units) { return units <= 8 ? 8 : (units <= 32 ? 4 : 2); }
+struct BundleBinTable {
+  uint16_t off[kBundleBins];
+  uint8_t cap[kBundleBins];
+  uint32_t total;
+};
+inline constexpr BundleBinTable make_bundle_bin_table() {
+  BundleBinTable t{};
+  for (uint32_t i = 0; i < kBundleBins; i++) {
+    t.off[i] = static_cast<uint16_t>(t.total);
+    t.cap[i] = static_cast<uint8_t>(bundle_bin_cap(i + kBundleMinUnits));
+    t.total += t.cap[i];
+  }
+  return t;
+}
+inline constexpr BundleBinTable kBundleBinTable = make_bundle_bin_table();
+
 struct Heap {
-  Magazine tiny[kTinyClasses];   // hot: the tiny fast path touches only these, tick and ctl
+  // Cold fields first: a heap starts on a page boundary, the L1 set that the
+  // first line of every page-aligned block maps to, which a program walking big blocks page
+  // by page evicts each time. Nothing on a fast path may live in that line.
+  Heap* next_all;                // registry of every heap ever made
+  Heap* next_abandoned;
+  uint32_t index;                // creation order; picks the shard
+  uint8_t live;                  // owned by a running thread (0 = abandoned / empty heap)
+  alignas(64) Magazine tiny[kTinyClasses];  // hot: the tiny fast path touches only these, tick and ctl
   ThreadCtl ctl;
   Magazine pool[kPoolClasses];
-  Magazine bundle[kBundleBins];  // index: units - kBundleMinUnits
-  size_t bundle_bytes;           // bytes cached in `bundle`
+  // Bundle bins (index: units - kBundleMinUnits); see kBundleBinTable. A cached run's head
+  // unit is marked kUnitCached in its chunk, which is how a second free of it is seen.
+  uint8_t bundle_count[kBundleBins];
+  size_t bundle_bytes;           // bytes cached in the bins
+  size_t bundle_limit;           // bound on bundle_bytes: kBundleCacheBytes, 0 for the empty heap
+  void* bundle_slot[kBundleBinTable.total];
   PageDesc* tiny_avail[kTinyClasses];  // owned slabs with free or uncarved blocks
   MpscStack<PageDesc, &PageDesc::ready_next> ready;  // owned slabs with remote frees
-  uint32_t index;                // creation order; picks the shard
   uint8_t shard;
-  uint8_t live;                  // owned by a running thread (0 = abandoned / empty heap)
   // Knob values cached by heap_refresh_knobs().
   uint32_t knob_tiny_cap;
   uint8_t knob_tiny_prewarm;
   uint8_t knob_pool_prewarm;
   uint8_t knob_bundle_prewarm;
-  Heap* next_all;                // registry of every heap ever made
-  Heap* next_abandoned;
 };
+
+// Caches the run p (the head of a run of `units` in use, held by this thread) in its bin.
+// False when the bin is full or the heap's bound would be passed (the empty heap's is 0).
+inline bool bundle_bin_push(Heap* h, void* p, uint32_t units) {
+  const uint32_t i = units - kBundleMinUnits;
+  const uint32_t n = h->bundle_count[i];
+  const size_t bytes = size_t{units} * kUnitSize;
+  if (n >= kBundleBinTable.cap[i] || h->bundle_bytes + bytes > h->bundle_limit) return false;
+  h->bundle_slot[kBundleBinTable.off[i] + n] = p;
+  h->bundle_count[i] = static_cast<uint8_t>(n + 1);
+  h->bundle_bytes += bytes;
+  bundle_chunk_of(p)->state[bundle_unit_of(p)] = kUnitCached;
+  return true;
+}
+
+// Takes the most recently cached run of bin i. Pre-condition: bundle_count[i] > 0.
+inline void* bundle_bin_pop(Heap* h, uint32_t i) {
+  const uint32_t n = h->bundle_count[i] - 1u;
+  void* p = h->bundle_slot[kBundleBinTable.off[i] + n];
+  h->bundle_count[i] = static_cast<uint8_t>(n);
+  h->bundle_bytes -= size_t{i + kBundleMinUnits} * kUnitSize;
+  bundle_chunk_of(p)->state[bundle_unit_of(p)] = kUnitHead;
+  return p;
+}
 
 extern Heap g_empty_heap __attribute__((visibility("hidden")));
 extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
@@ -79,7 +131,6 @@ void* bundle_malloc_slow(Heap* h, uint32_t units);
 void bundle_free(Heap* h, void* p);
 void bundle_flush_all(Heap* h);
 size_t bundle_usable(const void* p, bool* ok);
-uint32_t bundle_bin_cap(uint32_t units);
 
 // Whale tier (whale.cc). `align` is a power of two; *fresh says the memory is zero.
 void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh);

@@ -38,7 +38,9 @@ void fork_child();
 
 Heap* heap_new_locked() {
   constexpr size_t kMetaBlock = 1u << 20;
-  size_t sz = (sizeof(Heap) + 63) & ~size_t{63};
+  // Page slots: each heap's first (cold) line takes the page-offset-0 set (heap.h).
+  static_assert(sizeof(Heap) <= 4096, "a heap fits a page slot");
+  constexpr size_t sz = 4096;
   if (!g_meta_cur || g_meta_cur + sz > g_meta_end) {
     int err = 0;
     void* p = os_map(kMetaBlock, 4096, false, &err);
@@ -167,7 +169,7 @@ Heap* heap_get_slow() {
   h->ctl.slot = control_discard_slot();
   control_thread_attach(&h->ctl);
   for (uint32_t c = 0; c < kPoolClasses; c++) h->pool[c].cap = pool_cap(c);
-  for (uint32_t i = 0; i < kBundleBins; i++) h->bundle[i].cap = bundle_bin_cap(i + kBundleMinUnits);
+  h->bundle_limit = kBundleCacheBytes;
   h->knob_tiny_cap = UINT32_MAX;  // forces every magazine capacity to be set
   heap_refresh_knobs(h);
   // An adopted heap first takes back what other threads freed into its slabs.

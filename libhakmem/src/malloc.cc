@@ -71,12 +71,10 @@ __attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
   }
   if (n <= kBundleMax) {
     uint32_t u = bundle_units_of(n);
-    Magazine& m = h->bundle[u - kBundleMinUnits];
-    if (HK_LIKELY(m.head != nullptr)) {
-      Block* b = m.pop();
-      h->bundle_bytes -= size_t{u} * kUnitSize;
+    if (HK_LIKELY(h->bundle_count[u - kBundleMinUnits] != 0)) {
+      void* p = bundle_bin_pop(h, u - kBundleMinUnits);
       count_alloc(h, proto::Tier::Bundle, size_t{u} * kUnitSize);
-      return b;
+      return p;
     }
     int saved = errno;
     void* p = bundle_malloc_slow(h, u);

@@ -5,7 +5,7 @@
 //
 // Layout: [header page][user data ...]: the user pointer is 4 KiB (or the alignment) past
 // the chunk-aligned mapping start (huge-page aligned: a 2 MiB block spans the mapping's first
-// huge page) and its header is found from the pointer alone. No MADV_HUGEPAGE: measured, it
+// huge page) and its header, at the end of the header page, is found from the pointer alone. No MADV_HUGEPAGE: measured, it
 // made first touches stall in compaction and kept sparse blocks 2 MiB-resident.
 #include <errno.h>
 #include <string.h>
@@ -25,9 +25,13 @@ using proto::ThreadCounter;
 namespace {
 
 constexpr size_t kWhaleHeader = 4096;
+// The header sits at the end of its page, not at its start: page offset 0 is the L1 set of
+// every page's first line, which a program walking a whale page by page evicts each time,
+// and the header is read on every free and reuse.
+constexpr size_t kWhaleHeaderOff = kWhaleHeader - 128;
 constexpr uint32_t kWhaleShards = 8;  // by log2 of the usable size
 
-struct WhaleHeader {
+struct alignas(64) WhaleHeader {
   uintptr_t check;       // g_cookie_secret ^ user pointer ^ 1 while in use, ^ 2 while cached
   void* base;            // mapping start
   char* user;            // the pointer handed out
@@ -43,6 +47,7 @@ struct alignas(64) WhaleShard {
   WhaleHeader* head;     // most recent
   WhaleHeader* tail;     // oldest
 };
+static_assert(sizeof(WhaleHeader) <= kWhaleHeader - kWhaleHeaderOff);
 constinit WhaleShard g_whale[kWhaleShards]{};
 std::atomic<size_t> g_whale_cached{0};
 std::atomic<size_t> g_whale_live{0};  // bytes mapped for whales in use
@@ -62,11 +67,11 @@ uintptr_t live_check(const void* user) { return g_cookie_secret ^ reinterpret_ca
 uintptr_t cached_check(const void* user) { return g_cookie_secret ^ reinterpret_cast<uintptr_t>(user) ^ 2; }
 
 char* user_of(WhaleHeader* w) { return w->user; }
-// At the mapping start when the user pointer is inside its first chunk, else in the page
-// just below the (chunk-aligned) user pointer.
+// In the mapping's first page when the user pointer is inside its first chunk, else in the
+// page just below the (chunk-aligned) user pointer; at kWhaleHeaderOff in that page.
 WhaleHeader* header_of(const void* p) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p), o = a & kChunkMask;
-  return reinterpret_cast<WhaleHeader*>(o ? a - o : a - kWhaleHeader);
+  return reinterpret_cast<WhaleHeader*>((o ? a - o : a - kWhaleHeader) + kWhaleHeaderOff);
 }
 
 uint32_t shard_of(size_t usable) {

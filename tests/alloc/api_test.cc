@@ -340,6 +340,24 @@ TEST(AllocApi, InvalidFreeIsReportedWithTheAddressAndTheProcessContinues) {
   free(again);
 }
 
+// Caching a freed bundle or whale block keeps its bookkeeping off the block: the thread
+// bin and the whale header live elsewhere, so the block's lines are not written on the
+// free/reuse round trip (a program walking its pages then finds them as it left them).
+TEST(AllocApi, BundleAndWhaleReuseLeavesTheBlockUntouched) {
+  for (size_t n : {size_t{64} << 10, size_t{256} << 10, size_t{1} << 20, size_t{2} << 20}) {
+    auto* p = static_cast<unsigned char*>(malloc(n));
+    ASSERT_NE(p, nullptr);
+    memset(p, 0xA5, n);
+    free(p);
+    auto* q = static_cast<unsigned char*>(malloc(n));
+    ASSERT_EQ(q, p) << n << ": the freed block is reused at once";
+    size_t changed = 0;
+    for (size_t i = 0; i < n; i++) changed += q[i] != 0xA5;
+    EXPECT_EQ(changed, 0u) << n;
+    free(q);
+  }
+}
+
 TEST(AllocApi, DoubleFreeIsReportedInEveryTier) {
   for (size_t n : {size_t{48}, size_t{3000}, size_t{100000}, size_t{3} << 20}) {
     void* p = malloc(n);
