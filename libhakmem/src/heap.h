@@ -106,6 +106,9 @@ extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exe
 Heap* heap_get_slow();
 // The periodic check: control_poll, knob refresh, decay. Resets the countdown.
 void heap_tick(Heap* h);
+// The knob part of heap_tick alone (no clock read, no decay): for whale mallocs, whose free
+// runs the decay check anyway.
+void heap_poll(Heap* h);
 void heap_refresh_knobs(Heap* h);
 bool process_ready();
 

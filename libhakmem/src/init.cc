@@ -144,11 +144,15 @@ void heap_refresh_knobs(Heap* h) {
   }
 }
 
-void heap_tick(Heap* h) {
+void heap_poll(Heap* h) {
   if (control_poll(&h->ctl)) {
     heap_refresh_knobs(h);
     whale_apply_knobs();
   }
+}
+
+void heap_tick(Heap* h) {
+  heap_poll(h);
   decay_tick(os_now_ns());
   decay_thread_maybe_start();
 }

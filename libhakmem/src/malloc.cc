@@ -41,7 +41,7 @@ __attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool ze
   int saved = errno;
   Heap* h = t_heap;
   if (h == &g_empty_heap) h = heap_get_slow();  // may stay null: re-entrant init
-  else heap_tick(h);  // whale operations are rare and slow: each one may see knob changes
+  else heap_poll(h);  // whale operations are rare and slow: each one may see knob changes
   bool fresh = false;
   void* p = whale_malloc(h, n, align, &fresh);
   if (p) {
