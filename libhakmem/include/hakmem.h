@@ -66,7 +66,7 @@ struct hakmem_tier_stats {
   uint64_t live_bytes;     /* alloc_bytes - free_bytes */
   uint64_t cached_bytes;   /* free memory kept for reuse without an OS call */
   uint64_t mapped_bytes;   /* memory currently mapped from the OS */
-  uint64_t os_maps;        /* mmap calls */
+  uint64_t os_maps;        /* mmap and mremap calls */
   uint64_t os_unmaps;      /* munmap calls */
   uint64_t madvises;       /* madvise calls */
   uint64_t cache_hits;     /* allocations served from the tier's cache of free spans */

@@ -138,6 +138,10 @@ size_t bundle_usable(const void* p, bool* ok);
 // Whale tier (whale.cc). `align` is a power of two; *fresh says the memory is zero.
 void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh);
 void whale_free(Heap* h, void* p, const char* what);
+// realloc of a live whale to n bytes (n > its usable size) by growing its mapping: no copy,
+// no refault of its pages. Returns the (possibly moved) pointer, or nullptr when it cannot
+// (the block is unchanged and the caller copies).
+void* whale_realloc_grow(Heap* h, void* p, size_t n);
 size_t whale_usable(const void* p, bool* ok);
 bool whale_trim();
 void whale_decay(uint64_t now, bool force);

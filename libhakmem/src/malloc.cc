@@ -253,6 +253,10 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
       return p;
     }
   }
+  // A whale grows by moving its mapping (mremap), not by copying it.
+  if (n > usable && n > kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapWhaleHead) {
+    if (void* q = whale_realloc_grow(t_heap, p, n)) return q;
+  }
   void* q = malloc_inline(n);
   if (!q) return nullptr;
   memcpy(q, p, n < usable ? n : usable);

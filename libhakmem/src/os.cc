@@ -56,6 +56,32 @@ void* os_map(size_t size, size_t align, bool populate, int* err) {
 
 int os_unmap(void* p, size_t size) { return munmap(p, size) == 0 ? 0 : errno; }
 
+void* os_remap(void* p, size_t old_size, size_t new_size, size_t align, int* err) {
+  int saved = errno;
+  void* q = mremap(p, old_size, new_size, 0);
+  if (q != MAP_FAILED) return q;
+  // Reserve an aligned range, then move the mapping onto it (MREMAP_FIXED replaces the
+  // reservation) and drop the reservation's slack on both sides.
+  if (new_size + align < new_size) { *err = ENOMEM; errno = saved; return nullptr; }
+  const size_t over = new_size + align;
+  void* r = mmap(nullptr, over, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) { *err = errno; errno = saved; return nullptr; }
+  uintptr_t base = reinterpret_cast<uintptr_t>(r);
+  uintptr_t aligned = (base + align - 1) & ~(uintptr_t)(align - 1);
+  q = mremap(p, old_size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, reinterpret_cast<void*>(aligned));
+  if (q == MAP_FAILED) {
+    *err = errno;
+    munmap(r, over);
+    errno = saved;
+    return nullptr;
+  }
+  if (aligned > base) munmap(r, aligned - base);
+  uintptr_t end = base + over, aend = aligned + new_size;
+  if (end > aend) munmap(reinterpret_cast<void*>(aend), end - aend);
+  errno = saved;
+  return q;
+}
+
 int os_replace_private(void* p, size_t size) {
   int saved = errno;
   void* r = mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,

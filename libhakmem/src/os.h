@@ -18,6 +18,11 @@ size_t os_page_size();
 // sets *err (ENOMEM, ...) on failure.
 void* os_map(size_t size, size_t align, bool populate, int* err);
 int os_unmap(void* p, size_t size);
+// Grows the mapping [p, p+old_size) to new_size bytes keeping its pages (mremap: resident
+// pages move with their page tables, nothing is copied or faulted again). In place when the
+// range after it is free, else moved to an address aligned to `align`. Returns the new start
+// (p when in place), or nullptr with *err set and the old mapping untouched.
+void* os_remap(void* p, size_t old_size, size_t new_size, size_t align, int* err);
 // Replaces the mapping at [p, p+size) with private zero pages (MAP_FIXED): a fork child
 // stops sharing its parent's segment while stale pointers into it stay harmless.
 int os_replace_private(void* p, size_t size);

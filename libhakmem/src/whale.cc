@@ -122,19 +122,73 @@ size_t evict(WhaleShard& s, Pred pred) {
   return bytes;
 }
 
-// Shrinks a (detached) cached mapping to `usable` bytes after its user pointer.
-void trim_tail(WhaleHeader* w, size_t usable) {
-  uintptr_t base = reinterpret_cast<uintptr_t>(w->base);
-  uintptr_t end = base + w->map_len;
-  uintptr_t new_end = reinterpret_cast<uintptr_t>(w->user) + usable;
-  // Chunks wholly past the new end are no longer ours.
-  uintptr_t first_free_chunk = (new_end + kChunkMask) & ~kChunkMask;
-  if (first_free_chunk < end) g_pagemap.clear_range(first_free_chunk, end - first_free_chunk);
-  os_unmap(reinterpret_cast<void*>(new_end), end - new_end);
-  control_add(Tier::Whale, GlobalCounter::OsUnmaps, 1);
-  control_add(Tier::Whale, GlobalCounter::MappedBytes, -static_cast<int64_t>(end - new_end));
-  w->map_len = new_end - base;
-  w->usable = usable;
+// Splits a detached mapping that is far too big for `usable`: it keeps the chunks it needs
+// and the rest, from the next chunk boundary, becomes a cached whale of its own (its first
+// page the new header page). Nothing is unmapped, so a later request reuses those pages
+// without a fault. No split when less than a chunk would be left over.
+void split_tail(WhaleHeader* w, size_t usable) {
+  const uintptr_t base = reinterpret_cast<uintptr_t>(w->base), end = base + w->map_len;
+  const uintptr_t split = (reinterpret_cast<uintptr_t>(w->user) + usable + kChunkMask) & ~kChunkMask;
+  if (split + kChunkSize > end) return;
+  char* tail_user = reinterpret_cast<char*>(split) + kWhaleHeader;
+  WhaleHeader* t = header_of(tail_user);
+  t->base = reinterpret_cast<void*>(split);
+  t->user = tail_user;
+  t->map_len = end - split;
+  t->usable = end - split - kWhaleHeader;
+  t->check = cached_check(tail_user);
+  t->freed_ns = os_now_ns();
+  w->map_len = split - base;
+  w->usable = split - reinterpret_cast<uintptr_t>(w->user);
+  g_pagemap.set(split, kMapWhaleHead);
+  WhaleShard& s = g_whale[shard_of(t->usable)];
+  LockGuard g(s.lock);
+  t->prev = nullptr;
+  t->next = s.head;
+  if (s.head) s.head->prev = t; else s.tail = t;
+  s.head = t;
+}
+
+// Grows a detached mapping (user pointer one page past its start) so that `usable` bytes
+// follow the user pointer, keeping its pages: os_remap moves them with their page tables,
+// so only the extension is new memory. Returns the header at its new place, or nullptr
+// with the mapping unchanged.
+WhaleHeader* grow(WhaleHeader* w, size_t usable) {
+  char* base = static_cast<char*>(w->base);
+  const size_t lead = static_cast<size_t>(w->user - base);
+  const size_t old_len = w->map_len, new_len = lead + usable;
+  int err = 0;
+  char* q = static_cast<char*>(os_remap(base, old_len, new_len, kChunkSize, &err));
+  if (!q) return nullptr;
+  if (q != base) g_pagemap.clear_range(reinterpret_cast<uintptr_t>(base), old_len);
+  g_pagemap.set_range(reinterpret_cast<uintptr_t>(q), new_len, kMapWhaleHead, kMapWhaleTail);
+  WhaleHeader* nw = header_of(q + lead);  // the header moved with its page
+  nw->base = q;
+  nw->user = q + lead;
+  nw->map_len = new_len;
+  nw->usable = usable;
+  control_add(Tier::Whale, GlobalCounter::OsMaps, 1);
+  control_add(Tier::Whale, GlobalCounter::MappedBytes, static_cast<int64_t>(new_len - old_len));
+  return nw;
+}
+
+// Detaches the largest cached mapping of the shards at or below `top` (the one that saves
+// the most page faults when grown), or nullptr.
+WhaleHeader* take_largest(uint32_t top) {
+  for (uint32_t si = top + 1; si-- > 0;) {
+    WhaleShard& s = g_whale[si];
+    LockGuard g(s.lock);
+    WhaleHeader* best = nullptr;
+    for (WhaleHeader* w = s.head; w; w = w->next)
+      if (w->user - static_cast<char*>(w->base) == static_cast<ptrdiff_t>(kWhaleHeader) &&
+          (!best || w->usable > best->usable))
+        best = w;
+    if (best) {
+      list_unlink(s, best);
+      return best;
+    }
+  }
+  return nullptr;
 }
 
 void enforce_cap() {
@@ -159,9 +213,9 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
   if (usable == 0) usable = page;
   bool counted = h && h != &g_empty_heap;
   // Reuse: the smallest cached mapping of the request's shard that is large enough, else
-  // the most recent one of a larger shard. A mapping more than twice too big gives its tail
-  // back (munmap) and serves the request with the rest: its pages stay hot, so the reuse
-  // costs one syscall instead of a new mapping and a page fault per page.
+  // the most recent one of a larger shard (split when more than twice too big), else the
+  // largest smaller one, grown (mremap). Reused pages stay resident: no page fault, no
+  // syscall but the mremap of a growth.
   if (align <= page && knob(proto::Knob::WhaleCacheBytes) > 0) {
     WhaleHeader* hit = nullptr;
     for (uint32_t si = shard_of(usable); si < kWhaleShards && !hit; si++) {
@@ -174,11 +228,28 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
       }
       if (hit) list_unlink(s, hit);
     }
+    // Nothing large enough: grow the largest smaller one. Its pages are reused as they are
+    // and only the extension faults in, instead of every page of a new mapping.
+    size_t cached_len = hit ? hit->map_len : 0;
+    if (!hit && (hit = take_largest(shard_of(usable))) != nullptr) {
+      cached_len = hit->map_len;
+      WhaleHeader* g = grow(hit, usable);
+      if (!g) {
+        // No address space to grow into: let the mapping go rather than cache it again.
+        g_whale_cached.fetch_sub(cached_len, std::memory_order_relaxed);
+        control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached_len));
+        hit->check = 0;
+        unmap_whale(hit);
+      }
+      hit = g;
+    }
     if (hit) {
-      g_whale_cached.fetch_sub(hit->map_len, std::memory_order_relaxed);
-      control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(hit->map_len));
+      // A mapping more than twice too big leaves its surplus chunks in the cache.
+      if (hit->usable - usable > usable) split_tail(hit, usable);
+      if (hit->map_len < cached_len) cached_len = hit->map_len;
+      g_whale_cached.fetch_sub(cached_len, std::memory_order_relaxed);
+      control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached_len));
       control_add(Tier::Whale, GlobalCounter::CacheHits, 1);
-      if (hit->usable - usable > usable) trim_tail(hit, usable);
       hit->check = live_check(user_of(hit));
       g_whale_live.fetch_add(hit->map_len, std::memory_order_relaxed);
       if (counted) {
@@ -239,6 +310,23 @@ static WhaleHeader* whale_lookup(const void* p) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
   if (a & 4095) return nullptr;
   return header_of(p);
+}
+
+void* whale_realloc_grow(Heap* h, void* p, size_t n) {
+  bool ok;
+  size_t old_usable = whale_usable(p, &ok);
+  WhaleHeader* w = header_of(p);
+  if (!ok || w->user - static_cast<char*>(w->base) != static_cast<ptrdiff_t>(kWhaleHeader) ||
+      n > (size_t{1} << 46))
+    return nullptr;
+  const size_t old_len = w->map_len;
+  WhaleHeader* g = grow(w, (n + kWhaleHeader - 1) & ~(kWhaleHeader - 1));
+  if (!g) return nullptr;
+  g->check = live_check(user_of(g));  // the check covers the user pointer, which may have moved
+  g_whale_live.fetch_add(g->map_len - old_len, std::memory_order_relaxed);
+  if (h && h != &g_empty_heap)
+    thread_count(&h->ctl, Tier::Whale, ThreadCounter::AllocBytes, g->usable - old_usable);
+  return user_of(g);
 }
 
 size_t whale_usable(const void* p, bool* ok) {

@@ -1,5 +1,6 @@
 // Knobs have a measurable effect on the allocator, changed live through the C API (found
-// with dlsym so the same test runs linked and preloaded). Asserts counts, never time.
+// with dlsym so the same test runs linked and preloaded); and the whale cache reuses pages
+// rather than faulting them in again. Asserts counts, never time.
 #include <dlfcn.h>
 #include <malloc.h>
 #include <stdint.h>
@@ -43,6 +44,10 @@ void touch(void* p, size_t n) {
   volatile char* c = static_cast<volatile char*>(p);
   for (size_t o = 0; o < n; o += 4096) c[o] = 1;
 }
+
+// A page the kernel migrated meanwhile (compaction) takes one minor fault on its next touch:
+// "no refault" means at most a handful of those, against one per page otherwise.
+constexpr long kStrayFaults = 8;
 
 long minor_faults() {
   rusage ru{};
@@ -90,7 +95,7 @@ TEST(AllocKnobs, WhalePrewarmMeansNoFaultsOnFirstTouch) {
   set_knob("whale.prewarm", 0);
   long cold = touch_faults(9 << 20);
   set_knob("whale.cache_bytes", 1ull << 30);
-  EXPECT_EQ(warm, 0);
+  EXPECT_LE(warm, kStrayFaults);
   EXPECT_GE(cold, 4);  // at least one fault per 2 MiB huge page, 2304 without THP
 }
 
@@ -106,7 +111,7 @@ TEST(AllocKnobs, WhaleCacheKeepsFreedMappingsForReuseAndZeroDisablesIt) {
   void* q = kept(malloc(6 << 20));  // reuse: no new mapping, no fault
   long f0 = minor_faults();
   touch(q, 6 << 20);
-  EXPECT_EQ(minor_faults() - f0, 0);
+  EXPECT_LE(minor_faults() - f0, kStrayFaults);
   hakmem_stats s2 = stats();
   EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].os_maps, s1.tier[HAKMEM_TIER_WHALE].os_maps);
   EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].cache_hits, s1.tier[HAKMEM_TIER_WHALE].cache_hits + 1);
@@ -120,6 +125,81 @@ TEST(AllocKnobs, WhaleCacheKeepsFreedMappingsForReuseAndZeroDisablesIt) {
   EXPECT_EQ(s3.tier[HAKMEM_TIER_WHALE].mapped_bytes, s0.tier[HAKMEM_TIER_WHALE].mapped_bytes);
   set_knob("whale.cache_bytes", 1ull << 30);
   set_knob("whale.decay_ms", 1000);
+}
+
+// A request larger than anything cached grows the largest cached mapping (mremap): its pages
+// are reused as they are and only the extension faults in.
+TEST(AllocWhale, ALargerRequestGrowsACachedMappingInsteadOfFaultingAllOfIt) {
+  set_knob("whale.cache_bytes", 1ull << 30);
+  set_knob("whale.decay_ms", 600000);
+  malloc_trim(0);  // an empty cache: the 8 MiB block below is the only candidate
+  void* p = kept(malloc(8 << 20));
+  touch(p, 8 << 20);
+  free(p);
+  hakmem_stats s1 = stats();
+  void* q = kept(malloc(16 << 20));
+  ASSERT_NE(q, nullptr);
+  long f0 = minor_faults();
+  touch(q, 16 << 20);
+  long faults = minor_faults() - f0;
+  EXPECT_LE(faults, (8 << 20) / 4096 + kStrayFaults) << "only the 8 MiB extension is new memory";
+  hakmem_stats s2 = stats();
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].cache_hits, s1.tier[HAKMEM_TIER_WHALE].cache_hits + 1);
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].cached_bytes, 0u);
+  free(q);
+  set_knob("whale.decay_ms", 1000);
+}
+
+// A cached mapping far too big for a request is split: the request keeps the chunks it needs
+// and the rest stays cached, resident, for the next one. Nothing is unmapped.
+TEST(AllocWhale, AFarTooBigCachedMappingIsSplitNotUnmapped) {
+  set_knob("whale.cache_bytes", 1ull << 30);
+  set_knob("whale.decay_ms", 600000);
+  malloc_trim(0);
+  void* p = kept(malloc(32 << 20));
+  touch(p, 32 << 20);
+  free(p);
+  hakmem_stats s1 = stats();
+  void* a = kept(malloc(2 << 20));   // takes the 32 MiB mapping and splits it
+  void* b = kept(malloc(20 << 20));  // served by the split-off rest
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  long f0 = minor_faults();
+  touch(a, 2 << 20);
+  touch(b, 20 << 20);
+  EXPECT_LE(minor_faults() - f0, kStrayFaults);
+  hakmem_stats s2 = stats();
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].os_maps, s1.tier[HAKMEM_TIER_WHALE].os_maps);
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].os_unmaps, s1.tier[HAKMEM_TIER_WHALE].os_unmaps);
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].cache_hits, s1.tier[HAKMEM_TIER_WHALE].cache_hits + 2);
+  // Both halves are whole blocks of their own: freeing them caches them again.
+  free(a);
+  free(b);
+  hakmem_stats s3 = stats();
+  EXPECT_GE(s3.tier[HAKMEM_TIER_WHALE].cached_bytes, s1.tier[HAKMEM_TIER_WHALE].cached_bytes);
+  set_knob("whale.decay_ms", 1000);
+}
+
+// realloc grows a whale by moving its mapping: the contents come along without a copy and
+// without faulting the old pages in again.
+TEST(AllocWhale, ReallocGrowsAWhaleWithoutRefaultingItsPages) {
+  const size_t old_n = 8 << 20, new_n = 24 << 20;
+  auto* p = static_cast<unsigned char*>(kept(malloc(old_n)));
+  for (size_t o = 0; o < old_n; o += 4096) p[o] = static_cast<unsigned char>(o >> 12);
+  hakmem_stats s1 = stats();
+  auto* q = static_cast<unsigned char*>(kept(realloc(p, new_n)));
+  ASSERT_NE(q, nullptr);
+  long f0 = minor_faults();
+  size_t wrong = 0;
+  for (size_t o = 0; o < old_n; o += 4096) wrong += q[o] != static_cast<unsigned char>(o >> 12);
+  EXPECT_EQ(wrong, 0u);
+  EXPECT_LE(minor_faults() - f0, kStrayFaults) << "the old pages moved with the mapping";
+  EXPECT_GE(malloc_usable_size(q), new_n);
+  touch(q, new_n);
+  hakmem_stats s2 = stats();
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].allocs, s1.tier[HAKMEM_TIER_WHALE].allocs);
+  EXPECT_GE(s2.tier[HAKMEM_TIER_WHALE].live_bytes, new_n);
+  free(q);
 }
 
 }  // namespace
