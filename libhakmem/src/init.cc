@@ -78,6 +78,11 @@ bool process_init() {
   return true;
 }
 
+// At load, before main: the segment is published and the environment's knobs are read
+// whether or not anything allocates first, so hakmemd lists the process from its start
+// (an allocation from an earlier constructor may have done this already).
+__attribute__((constructor)) static void process_init_at_load() { process_init(); }
+
 void thread_exit(void* arg) {
   Heap* h = static_cast<Heap*>(arg);
   if (!h || h == &g_empty_heap) return;

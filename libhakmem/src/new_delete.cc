@@ -2,6 +2,11 @@
 // (std::align_val_t) and their combinations. Throwing forms call the installed
 // std::new_handler until it succeeds or is absent, then throw std::bad_alloc; nothrow forms
 // return nullptr instead of throwing (a handler that throws is caught).
+//
+// libstdc++ is not a dependency of libhakmem: loading it would cost every C program it is
+// preloaded into about 1 MiB of RSS and the time to load it. These operators are only ever
+// called from C++ code, whose process has libstdc++ loaded, so the few runtime functions
+// they need are weak references bound at load time (null, and never reached, elsewhere).
 #include <new>
 
 #include "alloc.h"
@@ -9,6 +14,17 @@
 #include "site.h"
 
 #define HK_EXPORT __attribute__((visibility("default")))
+
+// std::__throw_bad_alloc() and std::get_new_handler(), by their symbol names.
+extern "C" [[noreturn]] void hk_throw_bad_alloc() __asm__("_ZSt17__throw_bad_allocv") __attribute__((weak));
+extern "C" std::new_handler hk_get_new_handler() __asm__("_ZSt15get_new_handlerv") __attribute__((weak));
+// What the catch in the nothrow forms needs; the unwinder reaches them only when a new
+// handler throws, which only happens with libstdc++ loaded.
+// The personality routine is named by the compiler itself (in .eh_frame): only the
+// assembler can make that reference weak.
+__asm__(".weak __gxx_personality_v0");
+extern "C" void* __cxa_begin_catch(void*) noexcept __attribute__((weak));
+extern "C" void __cxa_end_catch() __attribute__((weak));
 
 namespace {
 
@@ -21,8 +37,11 @@ __attribute__((noinline)) void* new_retry(size_t n, size_t align) {
   for (;;) {
     void* p = align ? hk_aligned(align, n) : hk_malloc(n);
     if (p) return p;
-    std::new_handler h = std::get_new_handler();
-    if (!h) throw std::bad_alloc();
+    std::new_handler h = hk_get_new_handler ? hk_get_new_handler() : nullptr;
+    if (!h) {
+      if (hk_throw_bad_alloc) hk_throw_bad_alloc();
+      __builtin_trap();  // unreachable: only C++ code calls operator new
+    }
     h();
   }
 }
