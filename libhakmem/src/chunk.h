@@ -92,6 +92,8 @@ struct BundleChunk {
   uint64_t free_bits[kUnitsPerChunk / 64];  // bit u: unit u is free
 };
 static_assert(sizeof(BundleChunk) <= kUnitSize, "bundle chunk header must fit unit 0");
+// The free fast path reads run[u] as state[u + kUnitsPerChunk].
+static_assert(offsetof(BundleChunk, run) == offsetof(BundleChunk, state) + kUnitsPerChunk);
 
 inline SmallChunk* small_chunk_of(const void* p) {
   return reinterpret_cast<SmallChunk*>(reinterpret_cast<uintptr_t>(p) & ~kChunkMask);

@@ -66,15 +66,29 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
       }
     }
   } else if (kind == kMapBundle) {
-    // The bundle bin push: the JSON/MIR-sized ping-pong stays off the arena lock and never
-    // touches the run's own memory.
-    Heap* h = t_heap;
-    uint32_t units = bundle_run_units(p);
-    if (HK_LIKELY(units != 0 && bundle_chunk_of(p)->arena == h->shard && bundle_bin_push(h, p, units))) {
-      const size_t bytes = size_t{units} * kUnitSize;
-      thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Frees, 1);
-      thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, bytes);
-      return;
+    // The bundle bin push: the JSON/MIR-sized ping-pong stays off the arena lock, never
+    // touches the run's own memory, and (like malloc_mid) needs no stack frame.
+    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    if (HK_LIKELY((a & (kUnitSize - 1)) == 0)) {
+      BundleChunk* ch = bundle_chunk_of(p);
+      Heap* h = t_heap;
+      uint8_t* st = &ch->state[(a & kChunkMask) >> kUnitShift];
+      if (HK_LIKELY(*st == kUnitHead && ch->arena == h->shard)) {
+        const uint32_t units = st[kUnitsPerChunk];  // run[u]: run follows state
+        const uint32_t i = units - kBundleMinUnits;    // unit 0 (the header) has run 0
+        const size_t total = h->bundle_bytes + (size_t{units} << kUnitShift);
+        if (HK_LIKELY(i < kBundleBins && h->bundle_count[i] < kBundleBinTable.cap[i] &&
+                      total <= h->bundle_limit)) {
+          *st = kUnitCached;
+          const uint32_t n = h->bundle_count[i];
+          h->bundle_slot[kBundleBinTable.off[i] + n] = p;
+          h->bundle_count[i] = static_cast<uint8_t>(n + 1);
+          h->bundle_bytes = total;
+          thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Frees, 1);
+          thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, size_t{units} << kUnitShift);
+          return;
+        }
+      }
     }
   } else if (HK_UNLIKELY(p == nullptr)) {
     return;

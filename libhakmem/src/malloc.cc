@@ -25,14 +25,15 @@ constexpr size_t kMaxRequest = PTRDIFF_MAX;
 
 namespace {
 
-// Counts an allocation of a mid tier; every `period` of them runs the periodic check, so a
-// thread looping on pool or bundle sizes also sees knob changes promptly.
-__attribute__((always_inline)) inline void count_alloc(Heap* h, proto::Tier t, size_t bytes) {
+// Counts an allocation of a mid tier; every 1024 of them run the periodic check, so a
+// thread looping on pool or bundle sizes also sees knob changes promptly. Returns p.
+__attribute__((always_inline)) inline void* count_alloc(Heap* h, proto::Tier t, size_t bytes, void* p) {
   std::atomic<uint64_t>& c = h->ctl.slot->tier[static_cast<size_t>(t)][static_cast<size_t>(proto::ThreadCounter::Allocs)];
   uint64_t v = c.load(std::memory_order_relaxed) + 1;
   c.store(v, std::memory_order_relaxed);
   thread_count(&h->ctl, t, proto::ThreadCounter::AllocBytes, bytes);
-  if (HK_UNLIKELY((v & 1023) == 0)) heap_tick(h);
+  if (HK_UNLIKELY((v & 1023) == 0)) return tick_and_return(h, p);
+  return p;
 }
 
 }  // namespace
@@ -51,41 +52,45 @@ __attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool ze
   return p;
 }
 
-__attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
+// The mid tiers' misses and everything bigger: the empty heap (attach one first), a
+// magazine or bin to refill, a whale.
+__attribute__((noinline)) void* malloc_mid_miss(Heap* h, size_t n) {
   if (HK_UNLIKELY(h == &g_empty_heap)) {
     h = heap_get_slow();
     if (!h) return whale_path(n, 0, false);
+    return malloc_mid(h, n);
   }
+  int saved = errno;
+  void* p;
+  if (n <= kPoolMax) {
+    p = pool_malloc_slow(h, pool_class_of(n));
+  } else if (n <= kBundleMax) {
+    p = bundle_malloc_slow(h, bundle_units_of(n));
+  } else {
+    if (n > kMaxRequest) {
+      errno = ENOMEM;
+      return nullptr;
+    }
+    return whale_path(n, 0, false);
+  }
+  if (p) errno = saved;
+  return p;
+}
+
+// Pool and bundle hits. No stack frame: the misses and the periodic check are tail calls
+// (a frame's pushes could land on the page offsets a program's loop is writing, and a load
+// that aliases a pending store 4 KiB away waits for it).
+__attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
   if (n <= kPoolMax) {
     uint32_t c = pool_class_of(n);
     Magazine& m = h->pool[c];
-    if (HK_LIKELY(m.head != nullptr)) {
-      Block* b = m.pop();
-      count_alloc(h, proto::Tier::Pool, pool_class_size(c));
-      return b;
-    }
-    int saved = errno;
-    void* p = pool_malloc_slow(h, c);
-    if (p) errno = saved;
-    return p;
-  }
-  if (n <= kBundleMax) {
+    if (HK_LIKELY(m.head != nullptr)) return count_alloc(h, proto::Tier::Pool, pool_class_size(c), m.pop());
+  } else if (n <= kBundleMax) {
     uint32_t u = bundle_units_of(n);
-    if (HK_LIKELY(h->bundle_count[u - kBundleMinUnits] != 0)) {
-      void* p = bundle_bin_pop(h, u - kBundleMinUnits);
-      count_alloc(h, proto::Tier::Bundle, size_t{u} * kUnitSize);
-      return p;
-    }
-    int saved = errno;
-    void* p = bundle_malloc_slow(h, u);
-    if (p) errno = saved;
-    return p;
+    if (HK_LIKELY(h->bundle_count[u - kBundleMinUnits] != 0))
+      return count_alloc(h, proto::Tier::Bundle, size_t{u} * kUnitSize, bundle_bin_pop(h, u - kBundleMinUnits));
   }
-  if (n > kMaxRequest) {
-    errno = ENOMEM;
-    return nullptr;
-  }
-  return whale_path(n, 0, false);
+  return malloc_mid_miss(h, n);
 }
 
 __attribute__((noinline)) void* tiny_slow(Heap* h, uint32_t c) {
