@@ -3,8 +3,9 @@
 // Routing. A rule's tier takes the allocation when the size fits that tier, rounded up to the
 // tier's smallest size if needed (a 100-byte request routed to bundle gets a 32 KiB+ run);
 // a size above the tier's largest is served as usual. "system" means memory straight from
-// the OS: a mapping of its own per block (the whale mapping path, which hakmem's free()
-// recognises), never carved from a shared slab or run. It cannot mean glibc's malloc: under
+// the OS: a fresh mapping of its own per block (the whale mapping path, which hakmem's free()
+// recognises), never carved from a shared slab or run, never taken from or given to the
+// whale cache: free() unmaps it at once. It cannot mean glibc's malloc: under
 // LD_PRELOAD its blocks would come back to our free(). cap=N sets the magazine capacity of
 // the size class the site's allocations use (tiny and pool; for the allocating thread, until
 // the next tiny.cap change). prewarm=on faults the block's pages in before it is returned.
@@ -157,7 +158,7 @@ void* route(size_t n, const SiteAction& a, bool zero, Tier* tier, bool* handled)
       Heap* h = attached_heap();
       int saved = errno;
       bool fresh = false;
-      void* p = whale_malloc(h, m, 0, &fresh);
+      void* p = whale_malloc(h, m, 0, &fresh, a.tier == static_cast<int32_t>(RuleTier::System));
       if (!p) return nullptr;
       errno = saved;
       if (zero && !fresh) memset(p, 0, n);

@@ -40,6 +40,7 @@ struct alignas(64) WhaleHeader {
   uint64_t freed_ns;     // when it entered the cache
   WhaleHeader* next;     // cache list (most recently freed first)
   WhaleHeader* prev;
+  uint8_t system;        // a site rule's tier=system block: never cached, unmapped at free
 };
 
 struct alignas(64) WhaleShard {
@@ -137,6 +138,7 @@ void split_tail(WhaleHeader* w, size_t usable) {
   t->map_len = end - split;
   t->usable = end - split - kWhaleHeader;
   t->check = cached_check(tail_user);
+  t->system = 0;
   t->freed_ns = os_now_ns();
   w->map_len = split - base;
   w->usable = split - reinterpret_cast<uintptr_t>(w->user);
@@ -202,7 +204,7 @@ void enforce_cap() {
 
 }  // namespace
 
-void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
+void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system) {
   *fresh = false;
   if (n > (size_t{1} << 46) || align > (size_t{1} << 40)) {
     errno = ENOMEM;
@@ -216,7 +218,7 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
   // the most recent one of a larger shard (split when more than twice too big), else the
   // largest smaller one, grown (mremap). Reused pages stay resident: no page fault, no
   // syscall but the mremap of a growth.
-  if (align <= page && knob(proto::Knob::WhaleCacheBytes) > 0) {
+  if (align <= page && !system && knob(proto::Knob::WhaleCacheBytes) > 0) {
     WhaleHeader* hit = nullptr;
     for (uint32_t si = shard_of(usable); si < kWhaleShards && !hit; si++) {
       WhaleShard& s = g_whale[si];
@@ -284,6 +286,7 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh) {
   w->map_len = len;
   w->usable = usable;
   w->next = w->prev = nullptr;
+  w->system = system ? 1 : 0;
   w->check = live_check(user);
   g_whale_live.fetch_add(len, std::memory_order_relaxed);
   // The chunk holding the user pointer is the head; every other chunk is a tail.
@@ -352,7 +355,7 @@ void whale_free(Heap* h, void* p, const char* what) {
   g_whale_live.fetch_sub(w->map_len, std::memory_order_relaxed);
   size_t cap = cache_cap();
   uint64_t now = os_now_ns();
-  if (w->map_len > cap || knob(proto::Knob::WhaleDecayMs) == 0) {
+  if (w->system || w->map_len > cap || knob(proto::Knob::WhaleDecayMs) == 0) {
     w->check = 0;
     unmap_whale(w);
     // A lowered whale.cache_bytes or whale.decay_ms also applies to what is cached already.

@@ -239,6 +239,13 @@ TEST_F(Sites, RoutesToPoolBundleAndSystem) {
   EXPECT_EQ(delta("whale"), 100u);
   EXPECT_EQ(delta("bundle"), 200u);
   EXPECT_EQ(delta("tiny"), 0u);
+  // system: every block a mapping of its own, unmapped at its free, none kept in the cache.
+  auto whale = [&](const json& j, const char* field) {
+    return j.at("processes").at(0).at("tiers").at("whale").at(field).get<uint64_t>();
+  };
+  EXPECT_EQ(whale(after, "os_maps") - whale(before, "os_maps"), 100u);
+  EXPECT_EQ(whale(after, "os_unmaps") - whale(before, "os_unmaps"), 100u);
+  EXPECT_EQ(whale(after, "cached_bytes"), whale(before, "cached_bytes"));
 }
 
 TEST_F(Sites, ConfigRuleReachesNewProcess) {
