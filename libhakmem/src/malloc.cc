@@ -262,7 +262,7 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
   if (n > usable && n > kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapWhaleHead) {
     if (void* q = whale_realloc_grow(t_heap, p, n)) return q;
   }
-  void* q = malloc_inline(n);
+  void* q = site_enabled() ? site_malloc(n, __builtin_return_address(0), false) : malloc_inline(n);
   if (!q) return nullptr;
   memcpy(q, p, n < usable ? n : usable);
   free_inline(p);
@@ -278,10 +278,20 @@ HK_EXPORT void* reallocarray(void* p, size_t n, size_t size) noexcept {
   return realloc(p, total);
 }
 
+namespace {
+// An aligned allocation for the caller `ra`, sampled into the site table when site rules
+// are on. always_inline: `ra` is the exported function's return address.
+__attribute__((always_inline)) inline void* aligned_for(size_t align, size_t n, void* ra) {
+  void* p = hk_aligned(align, n);
+  if (p && site_enabled()) site_note(n, ra);
+  return p;
+}
+}  // namespace
+
 HK_EXPORT int posix_memalign(void** out, size_t align, size_t n) noexcept {
   if (!pow2(align) || align % sizeof(void*) != 0) return EINVAL;
   int saved = errno;
-  void* p = hk_aligned(align, n);
+  void* p = aligned_for(align, n, __builtin_return_address(0));
   if (!p) {
     errno = saved;
     return ENOMEM;
@@ -295,7 +305,7 @@ HK_EXPORT void* aligned_alloc(size_t align, size_t n) noexcept {
     errno = EINVAL;
     return nullptr;
   }
-  return hk_aligned(align, n);
+  return aligned_for(align, n, __builtin_return_address(0));
 }
 
 HK_EXPORT void* memalign(size_t align, size_t n) noexcept {
@@ -306,10 +316,12 @@ HK_EXPORT void* memalign(size_t align, size_t n) noexcept {
   }
   size_t a = 1;
   while (a < align) a <<= 1;
-  return hk_aligned(a, n);
+  return aligned_for(a, n, __builtin_return_address(0));
 }
 
-HK_EXPORT void* valloc(size_t n) noexcept { return hk_aligned(os_page_size(), n); }
+HK_EXPORT void* valloc(size_t n) noexcept {
+  return aligned_for(os_page_size(), n, __builtin_return_address(0));
+}
 
 HK_EXPORT void* pvalloc(size_t n) noexcept {
   size_t page = os_page_size();
@@ -318,7 +330,7 @@ HK_EXPORT void* pvalloc(size_t n) noexcept {
     return nullptr;
   }
   size_t r = n == 0 ? page : (n + page - 1) & ~(page - 1);
-  return hk_aligned(page, r);
+  return aligned_for(page, r, __builtin_return_address(0));
 }
 
 HK_EXPORT size_t malloc_usable_size(void* p) noexcept {

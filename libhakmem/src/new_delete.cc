@@ -52,9 +52,10 @@ __attribute__((always_inline)) inline void* op_new(size_t n) {
   return __builtin_expect(p != nullptr, 1) ? p : new_retry(n, 0);
 }
 
-inline void* op_new_aligned(size_t n, std::align_val_t al) {
+__attribute__((always_inline)) inline void* op_new_aligned(size_t n, std::align_val_t al) {
   size_t a = static_cast<size_t>(al);
   void* p = hk_aligned(a, n);
+  if (__builtin_expect(p != nullptr, 1) && hakmem::site_enabled()) hakmem::site_note(n, __builtin_return_address(0));
   return __builtin_expect(p != nullptr, 1) ? p : new_retry(n, a);
 }
 

@@ -172,6 +172,23 @@ void* route(size_t n, const SiteAction& a, bool zero, Tier* tier, bool* handled)
   return nullptr;
 }
 
+// The per-thread byte countdown: the allocation that crosses zero is recorded for `site`.
+void sample(uint64_t site, size_t n, Tier tier) {
+  SiteThread& t = t_site;
+  if (__builtin_expect(t.period == 0, 0)) {
+    t.rng = os_random_seed() ^ (uint64_t{os_tid()} << 32) ^ reinterpret_cast<uintptr_t>(&t);
+    if (t.rng == 0) t.rng = 0x9E3779B97F4A7C15ull;
+    t.period = next_period(t);
+    t.left = static_cast<int64_t>(t.period);
+  }
+  t.left -= static_cast<int64_t>(n);
+  if (t.left <= 0) {
+    record_sample(site, n, t.period, tier);
+    t.period = next_period(t);
+    t.left = static_cast<int64_t>(t.period);
+  }
+}
+
 }  // namespace
 
 void* site_malloc(size_t n, void* ra, bool zero) {
@@ -207,20 +224,10 @@ void* site_malloc(size_t n, void* ra, bool zero) {
     }
     if (!p) return nullptr;
   }
-  SiteThread& t = t_site;
-  if (__builtin_expect(t.period == 0, 0)) {
-    t.rng = os_random_seed() ^ (uint64_t{os_tid()} << 32) ^ reinterpret_cast<uintptr_t>(&t);
-    if (t.rng == 0) t.rng = 0x9E3779B97F4A7C15ull;
-    t.period = next_period(t);
-    t.left = static_cast<int64_t>(t.period);
-  }
-  t.left -= static_cast<int64_t>(n);
-  if (t.left <= 0) {
-    record_sample(site, n, t.period, tier);
-    t.period = next_period(t);
-    t.left = static_cast<int64_t>(t.period);
-  }
+  sample(site, n, tier);
   return p;
 }
+
+void site_note(size_t n, void* ra) { sample(reinterpret_cast<uint64_t>(ra), n, default_tier(n)); }
 
 }  // namespace hakmem

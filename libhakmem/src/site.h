@@ -1,5 +1,6 @@
-// Site rules on the allocation path (issue 9): with site.rules on, malloc/calloc/realloc(NULL)
-// and operator new hand their caller's return address here. The site path samples by bytes
+// Site rules on the allocation path (issue 9): with site.rules on, malloc/calloc/realloc
+// and operator new hand their caller's return address here (the aligned entry points only
+// sample). The site path samples by bytes
 // into the segment's site table and applies the compiled rules (site_rules.h).
 //
 // Off (the default) costs one relaxed load of the site.rules knob and a predicted branch in
@@ -27,5 +28,8 @@ __attribute__((always_inline)) inline bool site_enabled() {
 
 // Allocates n bytes (zeroed when `zero`) for the call site `ra`, honouring its rules.
 void* site_malloc(size_t n, void* ra, bool zero);
+// Samples an allocation made elsewhere (the aligned entry points: rules do not route them,
+// as a rule's tier may not honour the alignment) into the site table.
+void site_note(size_t n, void* ra);
 
 }  // namespace hakmem

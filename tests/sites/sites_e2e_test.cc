@@ -157,6 +157,18 @@ TEST_F(Sites, SitesNamesBothFunctions) {
   EXPECT_LT(alpha_bytes, 256ull << 20);
 }
 
+// Aligned allocations and realloc growth count for the function that asked, like malloc.
+TEST_F(Sites, AlignedAndReallocGrownBlocksAreAttributedToTheirCaller) {
+  Target* t = start_target({{"HAKMEM_SITE_RULES", "1"}});
+  ASSERT_TRUE(t);
+  ASSERT_TRUE(t->run("l 400 65536"));  // 25 MiB through posix_memalign
+  ASSERT_TRUE(t->run("r 200 131072"));  // 200 blocks grown to 128 KiB by realloc
+  RunResult r = hakctl({"sites", "--pid", std::to_string(t->pid)});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "align_delta+0x")) << r.out;
+  EXPECT_TRUE(contains(r.out, "grow_epsilon+0x")) << r.out;
+}
+
 TEST_F(Sites, RuleRoutesToWhaleAndDeleteStopsIt) {
   Target* t = start_target({{"HAKMEM_SITE_RULES", "1"}});
   ASSERT_TRUE(t);

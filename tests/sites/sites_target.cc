@@ -3,6 +3,8 @@
 //   a N SIZE   alloc_alpha: N allocations of SIZE bytes (each freed after the next)
 //   b N SIZE   alloc_beta: the same from another call site
 //   n N SIZE   new_gamma: N operator new[] of SIZE bytes
+//   l N SIZE   align_delta: N posix_memalign(64) of SIZE bytes
+//   r N SIZE   grow_epsilon: N blocks grown by realloc from 16 bytes to SIZE (doubling)
 //   q          exit
 // Replies "ok" after each command, and "ready PID" at start.
 #include <stdio.h>
@@ -47,6 +49,25 @@ extern "C" __attribute__((noinline, used, visibility("default"))) void new_gamma
   delete[] prev;
 }
 
+extern "C" __attribute__((noinline, used, visibility("default"))) void align_delta(long n, size_t size) {
+  for (long i = 0; i < n; i++) {
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, size) != 0) abort();
+    static_cast<volatile char*>(p)[0] = 4;
+    free(p);
+  }
+}
+
+extern "C" __attribute__((noinline, used, visibility("default"))) void grow_epsilon(long n, size_t size) {
+  for (long i = 0; i < n; i++) {
+    char* p = static_cast<char*>(malloc(16));
+    for (size_t s = 32; p && s <= size; s *= 2) p = static_cast<char*>(realloc(p, s));
+    if (!p) abort();
+    static_cast<volatile char*>(p)[0] = 5;
+    free(p);
+  }
+}
+
 int main() {
   setvbuf(stdout, nullptr, _IOLBF, 0);
   printf("ready %d\n", static_cast<int>(getpid()));
@@ -60,6 +81,8 @@ int main() {
     if (cmd == 'a') alloc_alpha(n, size);
     else if (cmd == 'b') alloc_beta(n, size);
     else if (cmd == 'n') new_gamma(n, size);
+    else if (cmd == 'l') align_delta(n, size);
+    else if (cmd == 'r') grow_epsilon(n, size);
     printf("ok\n");
   }
   return 0;
