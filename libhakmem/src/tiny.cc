@@ -75,13 +75,19 @@ void drain_ready(Heap* h) {
   while (pg) {
     // Read the link before draining: once the stack is empty a remote free may requeue pg.
     PageDesc* next = pg->ready_next;
-    Block* b = pg->remote.take_all();
-    while (b) {
-      Block* bn = b->next;
-      b->next = pg->free;
+    // The chain is spliced in front of the free list whole: one pass of reads to find its
+    // tail and length, one write. Rewriting every link would take each block's line back
+    // in exclusive state from the core that freed it.
+    if (Block* b = pg->remote.take_all()) {
+      uint32_t n = 1;
+      Block* tail = b;
+      while (tail->next) {
+        tail = tail->next;
+        n++;
+      }
+      tail->next = pg->free;
       pg->free = b;
-      pg->used--;
-      b = bn;
+      pg->used -= n;
     }
     if (!pg->in_avail) avail_push(h, pg);
     page_maybe_release(h, pg, false);
