@@ -188,7 +188,7 @@ class RegistryTest : public ::testing::Test {
 
 TEST_F(RegistryTest, RegistersAValidSegmentOfALiveProcess) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid());
+  FakeSegment seg(dir.path(), proc);
   ASSERT_TRUE(seg.ok());
   Registry reg(dir.path());
   int seen = 0;
@@ -219,7 +219,7 @@ TEST_F(RegistryTest, RemovesTheStaleSegmentOfADeadProcess) {
 
 TEST_F(RegistryTest, DropsAndUnlinksWhenTheProcessDiesLater) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid());
+  FakeSegment seg(dir.path(), proc);
   Registry reg(dir.path());
   reg.scan();
   ASSERT_EQ(reg.size(), 1u);
@@ -231,7 +231,7 @@ TEST_F(RegistryTest, DropsAndUnlinksWhenTheProcessDiesLater) {
 
 TEST_F(RegistryTest, AReusedPidIsStale) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid(), 0, "/usr/bin/x", true, start_ticks_of(proc.pid()) - 1);
+  FakeSegment seg(dir.path(), proc, 0, "/usr/bin/x", true, start_ticks_of(proc.pid()) - 1);
   Registry reg(dir.path());
   reg.scan();
   EXPECT_EQ(reg.size(), 0u);
@@ -240,7 +240,7 @@ TEST_F(RegistryTest, AReusedPidIsStale) {
 
 TEST_F(RegistryTest, NotReadyIsRetriedUntilReady) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid(), 0, "/usr/bin/x", false);
+  FakeSegment seg(dir.path(), proc, 0, "/usr/bin/x", false);
   Registry reg(dir.path());
   reg.scan();
   EXPECT_EQ(reg.size(), 0u);
@@ -297,14 +297,14 @@ TEST_F(RegistryTest, HostileFilesAreSkippedAndKept) {
   EXPECT_EQ(reg.size(), 0u);
   unlink(seg_path(0, pid).c_str());
   // And a healthy segment next to the wreckage still works.
-  FakeSegment good(dir.path(), pid);
+  FakeSegment good(dir.path(), proc);
   reg.scan();
   EXPECT_EQ(reg.size(), 1u);
 }
 
 TEST_F(RegistryTest, ATruncationUnderTheMappingIsCaughtNotFatal) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid());
+  FakeSegment seg(dir.path(), proc);
   seg.seg().global.thread_slots_hwm.store(proto::kThreadSlots);
   Registry reg(dir.path());
   reg.scan();
@@ -320,7 +320,7 @@ TEST_F(RegistryTest, ATruncationUnderTheMappingIsCaughtNotFatal) {
 
 TEST_F(RegistryTest, ARemovedFileDropsTheEntry) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid());
+  FakeSegment seg(dir.path(), proc);
   Registry reg(dir.path());
   reg.on_created(seg.path().substr(dir.path().size() + 1));
   EXPECT_EQ(reg.size(), 1u);
@@ -341,7 +341,7 @@ class HandlerTest : public ::testing::Test {
   Peer root{0, 1};
 
   void SetUp() override {
-    seg = std::make_unique<FakeSegment>(dir.path(), proc.pid());
+    seg = std::make_unique<FakeSegment>(dir.path(), proc);
     reg = std::make_unique<Registry>(dir.path());
     reg->scan();
     h = std::make_unique<Handler>(*reg);
