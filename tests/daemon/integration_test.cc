@@ -80,6 +80,26 @@ TEST(Daemon, DiscoversSegmentsAndRemovesThoseOfDeadProcesses) {
   EXPECT_NE(d.log().find("removed stale segment"), std::string::npos);
 }
 
+TEST(Daemon, ASegmentLeftBehindByAnExecIsRemovedWhileTheProcessLivesOn) {
+  DaemonProc d;
+  ASSERT_TRUE(d.ready()) << d.log();
+  Sleeper p, q;
+  FakeSegment s(d.shm(), p), kept(d.shm(), q);
+  ASSERT_TRUE(s.owner_mapped() && kept.owner_mapped());
+  ASSERT_TRUE(eventually([&] { return d.lists(p.pid()) && d.lists(q.pid()); })) << d.log();
+  // p runs a program without hakmem now: same pid, same start time, no exit code ran.
+  ASSERT_TRUE(p.exec_sleep());
+  EXPECT_TRUE(eventually([&] { return !d.lists(p.pid()) && !file_exists(s.path()); }, 30)) << d.log();
+  EXPECT_EQ(comm_of(p.pid()), "sleep");  // alive all along
+  EXPECT_NE(d.log().find("removed stale segment " + s.path() + " (process " + std::to_string(p.pid()) +
+                         " exec'd a program without hakmem)"),
+            std::string::npos)
+      << d.log();
+  // Its neighbour still maps its segment: listed, file kept.
+  EXPECT_TRUE(d.lists(q.pid()));
+  EXPECT_TRUE(file_exists(kept.path()));
+}
+
 TEST(Daemon, StatsReportTheSegmentsFiguresAndFollowThem) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();

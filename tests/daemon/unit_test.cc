@@ -314,6 +314,73 @@ TEST_F(RegistryTest, AReusedPidIsStale) {
   EXPECT_FALSE(file_exists(seg.path()));
 }
 
+TEST_F(RegistryTest, ASegmentLeftBehindByAnExecIsRemovedAfterTheGrace) {
+  Sleeper proc;
+  FakeSegment seg(dir.path(), proc);
+  ASSERT_TRUE(seg.owner_mapped());
+  Registry reg(dir.path());
+  reg.unmapped_grace = std::chrono::hours(1);
+  reg.scan();
+  ASSERT_EQ(reg.size(), 1u);
+  reg.scan();
+  reg.scan();
+  EXPECT_EQ(reg.size(), 1u);  // its process maps it: it stays
+
+  ASSERT_TRUE(proc.exec_sleep());  // same pid and start time, no mapping of the segment
+  reg.scan();
+  reg.scan();
+  EXPECT_EQ(reg.size(), 1u);  // within the grace (a program with hakmem would replace the file)
+  EXPECT_TRUE(file_exists(seg.path()));
+
+  reg.unmapped_grace = std::chrono::milliseconds(0);
+  reg.scan();
+  EXPECT_EQ(reg.size(), 0u);
+  EXPECT_FALSE(file_exists(seg.path()));
+  EXPECT_EQ(proc_liveness(proc.pid()), Liveness::Alive);  // the process itself lives on
+  reg.scan();
+  EXPECT_EQ(reg.size(), 0u);
+}
+
+TEST_F(RegistryTest, AProcessWhoseMapsTheDaemonCannotReadIsKept) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run the registry as another user";
+  Sleeper proc;  // root's: a daemon running as nobody may not read its maps
+  ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);
+  FakeSegment seg(dir.path(), proc.pid(), 65534);  // nobody's file, mapped by no process
+  ASSERT_TRUE(seg.ok());
+  const pid_t child = fork();
+  if (child == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(100);
+    struct stat st;
+    if (stat(seg.path().c_str(), &st) != 0) _exit(101);
+    int code = 0;
+    const std::string name = seg.path().substr(dir.path().size() + 1);
+    if (proc_maps_file(proc.pid(), st.st_dev, st.st_ino, name.c_str()) != MapCheck::Unknown) code |= 1;
+    Registry reg(dir.path());
+    reg.unmapped_grace = std::chrono::milliseconds(0);
+    int registered = 0;  // a drop would show as a second registration (nobody cannot unlink here)
+    reg.on_new = [&](ProcessEntry&) { registered++; };
+    for (int i = 0; i < 3; i++) {
+      reg.scan();
+      if (reg.size() != 1) code |= 2;
+    }
+    if (registered != 1) code |= 4;
+    if (!file_exists(seg.path())) code |= 8;
+    _exit(code);
+  }
+  int status = -1;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "bit mask of failed checks in the registry running as nobody";
+  // The same registry as root reads the maps, sees no mapping and removes the file.
+  Registry reg(dir.path());
+  reg.unmapped_grace = std::chrono::milliseconds(0);
+  reg.scan();
+  EXPECT_EQ(reg.size(), 1u);
+  reg.scan();
+  EXPECT_EQ(reg.size(), 0u);
+  EXPECT_FALSE(file_exists(seg.path()));
+}
+
 TEST_F(RegistryTest, NotReadyIsRetriedUntilReady) {
   Sleeper proc;
   FakeSegment seg(dir.path(), proc, 0, "/usr/bin/x", false);
