@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 namespace hakmemd {
@@ -27,7 +28,114 @@ ssize_t read_small(const char* path, char* buf, size_t cap) {
   return static_cast<ssize_t>(n);
 }
 
+// What proc_maps_* look for: the segment file, by device and inode, or by inode and name.
+struct MapTarget {
+  uint64_t major, minor, ino;
+  const char* name;
+  size_t name_len;
+};
+
+MapTarget map_target(dev_t dev, ino_t ino, const char* name) {
+  return MapTarget{major(dev), minor(dev), static_cast<uint64_t>(ino), name, strlen(name)};
+}
+
+// Parses a number in `base` at p (stops at the first non-digit); false when there is none.
+bool parse_num(const char*& p, const char* end, unsigned base, uint64_t* out) {
+  uint64_t v = 0;
+  const char* start = p;
+  for (; p < end; p++) {
+    unsigned d;
+    if (*p >= '0' && *p <= '9') d = static_cast<unsigned>(*p - '0');
+    else if (base == 16 && *p >= 'a' && *p <= 'f') d = static_cast<unsigned>(*p - 'a' + 10);
+    else break;
+    v = v * base + d;
+  }
+  *out = v;
+  return p != start;
+}
+
+// One maps line, "start-end perms offset major:minor inode   path", without its newline.
+bool map_line_matches(const char* p, const char* end, const MapTarget& t) {
+  for (int field = 0; field < 3; field++) {  // range, perms, offset
+    while (p < end && *p != ' ') p++;
+    while (p < end && *p == ' ') p++;
+  }
+  uint64_t maj, min, ino;
+  if (!parse_num(p, end, 16, &maj) || p >= end || *p++ != ':' || !parse_num(p, end, 16, &min)) return false;
+  while (p < end && *p == ' ') p++;
+  if (!parse_num(p, end, 10, &ino) || ino != t.ino) return false;
+  if (maj == t.major && min == t.minor) return true;
+  while (p < end && *p == ' ') p++;
+  const char* base = end;
+  while (base > p && base[-1] != '/') base--;
+  return static_cast<size_t>(end - base) == t.name_len && memcmp(base, t.name, t.name_len) == 0;
+}
+
 }  // namespace
+
+MapCheck proc_maps_parse(const char* text, size_t len, dev_t dev, ino_t ino, const char* name) {
+  if (len == 0) return MapCheck::Unknown;
+  const MapTarget t = map_target(dev, ino, name);
+  const char* end = text + len;
+  for (const char* p = text; p < end;) {
+    const char* nl = static_cast<const char*>(memchr(p, '\n', static_cast<size_t>(end - p)));
+    const char* eol = nl ? nl : end;
+    if (map_line_matches(p, eol, t)) return MapCheck::Mapped;
+    p = eol + 1;
+  }
+  return MapCheck::NotMapped;
+}
+
+MapCheck proc_maps_file(pid_t pid, dev_t dev, ino_t ino, const char* name) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/maps", static_cast<int>(pid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return MapCheck::Unknown;
+  const MapTarget t = map_target(dev, ino, name);
+  // Streamed: a large process has megabytes of maps, and the first match ends the read.
+  char buf[16384];
+  size_t len = 0, total = 0;
+  bool skipping = false;  // inside a line longer than buf (no path is): ignore it
+  MapCheck result = MapCheck::NotMapped;
+  for (;;) {
+    ssize_t r = read(fd, buf + len, sizeof buf - len);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      result = MapCheck::Unknown;
+      break;
+    }
+    if (r == 0) {
+      if (len > 0 && !skipping && map_line_matches(buf, buf + len, t)) result = MapCheck::Mapped;
+      break;
+    }
+    total += static_cast<size_t>(r);
+    len += static_cast<size_t>(r);
+    size_t start = 0;
+    bool found = false;
+    while (const char* nl = static_cast<const char*>(memchr(buf + start, '\n', len - start))) {
+      const size_t eol = static_cast<size_t>(nl - buf);
+      if (!skipping && map_line_matches(buf + start, nl, t)) {
+        found = true;
+        break;
+      }
+      skipping = false;
+      start = eol + 1;
+    }
+    if (found) {
+      result = MapCheck::Mapped;
+      break;
+    }
+    if (start == 0 && len == sizeof buf) {
+      skipping = true;
+      len = 0;
+    } else {
+      memmove(buf, buf + start, len - start);
+      len -= start;
+    }
+  }
+  close(fd);
+  return total == 0 ? MapCheck::Unknown : result;
+}
 
 Liveness proc_liveness(pid_t pid) {
   if (pid <= 0) return Liveness::Dead;
@@ -68,11 +176,14 @@ std::optional<ProcStat> proc_stat_parse(const char* text, size_t len) {
   st.majflt = field[12];
   st.threads = field[20];
   st.start_time_ticks = field[22];
+  // Fields a kernel does not print (45-51 before 3.5) stay 0: a constant, like no access.
+  st.image = ProcImage{field[26], field[27], field[28], field[45], field[46],
+                       field[47], field[48], field[49], field[50], field[51]};
   return st;
 }
 
 std::optional<ProcStat> proc_stat(pid_t pid) {
-  char path[64], buf[1024];
+  char path[64], buf[2048];
   snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   ssize_t n = read_small(path, buf, sizeof buf);
   if (n <= 0) return std::nullopt;

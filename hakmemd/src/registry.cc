@@ -221,16 +221,28 @@ void Registry::scan() {
     last_error = err;
   }
 
-  std::vector<std::pair<pid_t, int>> drop;  // pid, 0 = vanished, 1 = faulted, 2 = stale
+  // pid, 0 = vanished, 1 = faulted, 2 = stale, 3 = left behind by an exec
+  std::vector<std::pair<pid_t, int>> drop;
+  const auto now = std::chrono::steady_clock::now();
   for (auto& [pid, e] : entries_) {
     if (!names.count(e->name)) drop.push_back({pid, 0});
     else if (e->faulted) drop.push_back({pid, 1});
     else if (!still_alive(*e)) drop.push_back({pid, 2});
+    else if (left_by_exec(*e, now)) drop.push_back({pid, 3});
   }
   for (auto [pid, why] : drop) {
-    if (why == 0) remove_entry(pid, "segment removed", false);
-    else if (why == 1) remove_entry(pid, "segment truncated under the daemon", false);
-    else remove_entry(pid, "process exited", true);
+    if (why == 0) {
+      remove_entry(pid, "segment removed", false);
+    } else if (why == 1) {
+      remove_entry(pid, "segment truncated under the daemon", false);
+    } else if (why == 2) {
+      remove_entry(pid, "process exited", true);
+    } else {
+      const ProcessEntry& e = *entries_[pid];
+      if (unlink_if_same(e.name, e.dev, e.ino))
+        spdlog::info("removed stale segment {}/{} (process {} exec'd a program without hakmem)", dir_, e.name, pid);
+      remove_entry(pid, "it exec'd a program without hakmem (its segment is no longer mapped)", false);
+    }
   }
 
   for (const auto& n : names) try_open(n);
@@ -297,6 +309,34 @@ bool Registry::still_alive(ProcessEntry& e) {
   e.last_stat = *ps;
   e.has_last_stat = true;
   return true;
+}
+
+bool Registry::left_by_exec(ProcessEntry& e, std::chrono::steady_clock::time_point now) {
+  // No /proc/<pid>/stat (hidepid): no way to tell, and maps would be hidden as well.
+  if (!e.has_last_stat) return false;
+  const ProcImage& image = e.last_stat.image;
+  // The common case costs nothing beyond the stat read still_alive() did: the program seen
+  // mapping the segment is still the one running.
+  if (e.has_mapped_image && image == e.mapped_image) return false;
+  switch (proc_maps_file(e.pid, e.dev, e.ino, e.name.c_str())) {
+    case MapCheck::Mapped:
+      e.mapped_image = image;
+      e.has_mapped_image = true;
+      if (e.unmapped) spdlog::debug("process {}: segment {} mapped again", e.pid, e.name);
+      e.unmapped = false;
+      return false;
+    case MapCheck::Unknown:
+      return false;  // not ours to judge (no ptrace read access, or no address space)
+    case MapCheck::NotMapped:
+      break;
+  }
+  if (!e.unmapped) {
+    e.unmapped = true;
+    e.unmapped_since = now;
+    spdlog::debug("process {} ({}) no longer maps its segment {}; dropping it in {} ms unless that changes", e.pid,
+                  e.exe, e.name, unmapped_grace.count());
+  }
+  return now - e.unmapped_since >= unmapped_grace;
 }
 
 bool Registry::read_snapshot(ProcessEntry& e, proto::Snapshot* out) {

@@ -6,6 +6,17 @@
 // Hostile or broken files are skipped and logged once per (file, reason); a file of a dead
 // process (or of an earlier process with a reused pid) is stale and gets unlinked.
 //
+// So is the file of a process that exec'd a program without hakmem: it keeps its pid and start
+// time and never ran hakmem's exit code, but exec dropped its mapping of the segment. Every
+// process running hakmem maps its own segment before setting `ready` (a fork child creates and
+// maps a new file of its own; its inherited view of the parent's is no concern of the
+// parent's entry), so a registered segment that its pid no longer maps is left over. scan()
+// looks at /proc/<pid>/maps only when the program image in /proc/<pid>/stat differs from the
+// one last seen mapping it (an exec changes it), and drops the entry once the segment has
+// stayed unmapped for `unmapped_grace`: a program that exec'd into hakmem replaces the file
+// itself within that time. A process whose maps it cannot read (another user's, without
+// CAP_SYS_PTRACE) is never dropped this way.
+//
 // Not thread-safe: the daemon's single I/O thread owns it. Entries are only removed by
 // scan()/remove_*(), never while a request handler holds pointers into the registry.
 #pragma once
@@ -43,6 +54,10 @@ struct ProcessEntry {
   bool faulted = false;        // the file shrank under the mapping: dropped at the next scan
   ProcStat last_stat;          // /proc/<pid>/stat as still_alive() last read it (saves a re-read)
   bool has_last_stat = false;
+  ProcImage mapped_image;      // the program image whose maps last showed the segment
+  bool has_mapped_image = false;
+  bool unmapped = false;       // maps showed no segment at the last look, first at unmapped_since
+  std::chrono::steady_clock::time_point unmapped_since;
 };
 
 // Parses "hakmem.<uid>.<pid>"; false for any other name.
@@ -68,6 +83,9 @@ class Registry {
 
   // Called once per newly registered process (config defaults hook in here).
   std::function<void(ProcessEntry&)> on_new;
+  // How long a registered segment must stay unmapped by its process before scan() removes it
+  // as left behind by an exec (tests shorten it).
+  std::chrono::milliseconds unmapped_grace{1000};
 
   ProcessEntry* find(pid_t pid);
   // Entries sorted by pid, skipping faulted ones.
@@ -92,6 +110,8 @@ class Registry {
   OpenResult try_open(const std::string& name);
   void reject(const std::string& name, ino_t ino, const std::string& reason);
   void remove_entry(pid_t pid, const char* why, bool unlink_file);
+  // True when e's process exec'd away from its segment (see the file comment).
+  bool left_by_exec(ProcessEntry& e, std::chrono::steady_clock::time_point now);
   bool unlink_if_same(const std::string& name, dev_t dev, ino_t ino);
 
   std::string dir_;

@@ -1,6 +1,6 @@
 // Test helpers: segments built with proto's structs in a private folder, and live processes
-// to own them (a forked child that only sleeps), so registry and daemon tests control every
-// byte the daemon reads.
+// to own (and map) them (a forked child that only sleeps), so registry and daemon tests
+// control every byte the daemon reads.
 #pragma once
 
 #include <fcntl.h>
@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -41,15 +42,36 @@ inline uint64_t start_ticks_of(pid_t pid) {
   return strtoull(p, nullptr, 10);
 }
 
-// A child process that sleeps until killed; optionally drops to `uid` first.
+// /proc/<pid>/comm without the newline ("" when the process is gone).
+inline std::string comm_of(pid_t pid) {
+  char path[64], buf[64];
+  snprintf(path, sizeof path, "/proc/%d/comm", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return "";
+  if (buf[n - 1] == '\n') n--;
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+// A child process that sleeps until killed; optionally drops to `uid` first. It can map a
+// segment the way libhakmem maps its own (map_segment), and exec a program without hakmem
+// (exec_sleep). It serves those requests over a socket pair and exits when the test process
+// is gone (end of file), so a crashed test leaves no sleepers behind.
 class Sleeper {
  public:
   explicit Sleeper(uid_t uid = 0) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return;
     pid_ = fork();
     if (pid_ == 0) {
+      ::close(sv[0]);
       if (uid != 0 && (setgid(uid) != 0 || setuid(uid) != 0)) _exit(1);
-      for (;;) pause();
+      serve(sv[1]);
     }
+    ::close(sv[1]);
+    ctl_ = sv[0];
     // Wait until the child has its own /proc entry (start time differs from ours).
     for (int i = 0; i < 1000 && start_ticks_of(pid_) == 0; i++) usleep(1000);
   }
@@ -63,10 +85,74 @@ class Sleeper {
       waitpid(pid_, nullptr, 0);
       pid_ = -1;
     }
+    if (ctl_ >= 0) ::close(ctl_);
+    ctl_ = -1;
+  }
+
+  // The child maps the whole file MAP_SHARED, as a process running hakmem maps its segment.
+  // True once it has.
+  bool map_segment(int fd) {
+    char cmd = 'm', reply = 0;
+    struct iovec iov{&cmd, 1};
+    alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+    struct msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl;
+    msg.msg_controllen = sizeof ctrl;
+    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    if (ctl_ < 0 || sendmsg(ctl_, &msg, MSG_NOSIGNAL) != 1) return false;
+    return read(ctl_, &reply, 1) == 1 && reply == 'k';
+  }
+  // The child execs `sleep` (no LD_PRELOAD involved): same pid and start time, a new program
+  // image without the mappings of the old one. True once the exec has replaced the image
+  // (the control socket closes on exec) and the process runs `sleep`.
+  bool exec_sleep() {
+    char cmd = 'x', reply;
+    if (ctl_ < 0 || send(ctl_, &cmd, 1, MSG_NOSIGNAL) != 1) return false;
+    const bool closed = read(ctl_, &reply, 1) == 0;
+    ::close(ctl_);
+    ctl_ = -1;
+    return closed && comm_of(pid_) == "sleep";
   }
 
  private:
+  [[noreturn]] static void serve(int fd) {
+    for (;;) {
+      char cmd = 0;
+      struct iovec iov{&cmd, 1};
+      alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
+      struct msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = ctrl;
+      msg.msg_controllen = sizeof ctrl;
+      if (recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) <= 0) _exit(0);  // the test process is gone
+      if (cmd == 'x') {
+        execlp("sleep", "sleep", "100000", static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      char reply = 'e';
+      struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
+      if (cmd == 'm' && c && c->cmsg_type == SCM_RIGHTS) {
+        int seg_fd;
+        memcpy(&seg_fd, CMSG_DATA(c), sizeof(int));
+        struct stat st;
+        if (fstat(seg_fd, &st) == 0 && st.st_size > 0 &&
+            mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, seg_fd, 0) != MAP_FAILED)
+          reply = 'k';
+        ::close(seg_fd);
+      }
+      if (write(fd, &reply, 1) != 1) _exit(0);
+    }
+  }
+
   pid_t pid_ = -1;
+  int ctl_ = -1;
 };
 
 // A pid that surely belongs to no process right now (a child that already exited).
@@ -80,8 +166,44 @@ inline pid_t dead_pid() {
 // A segment file with a valid header; the test writes counters through seg().
 class FakeSegment {
  public:
+  // The segment of a live process that maps it, as libhakmem does: `owner` maps it before
+  // `ready` is set (hakmemd drops a segment its process no longer maps: exec'd away).
+  FakeSegment(const std::string& dir, Sleeper& owner, uid_t uid = 0, const char* exe = "/usr/bin/fake-service",
+              bool ready = true, uint64_t start_ticks = ~0ull) {
+    create(dir, owner.pid(), uid, exe, start_ticks, &owner);
+    if (seg_ && ready) set_ready();
+  }
+  // A segment that only this test maps: for pids that are dead, or not the file's process.
   FakeSegment(const std::string& dir, pid_t pid, uid_t uid = 0, const char* exe = "/usr/bin/fake-service",
               bool ready = true, uint64_t start_ticks = ~0ull) {
+    create(dir, pid, uid, exe, start_ticks, nullptr);
+    if (seg_ && ready) set_ready();
+  }
+  ~FakeSegment() {
+    if (seg_) munmap(seg_, sizeof(proto::Segment));
+  }
+  FakeSegment(const FakeSegment&) = delete;
+  FakeSegment& operator=(const FakeSegment&) = delete;
+
+  bool ok() const { return seg_ != nullptr; }
+  // False when an owner was given but did not map the segment.
+  bool owner_mapped() const { return owner_mapped_; }
+  proto::Segment& seg() { return *seg_; }
+  const std::string& path() const { return path_; }
+  void set_ready() { seg_->header.ready.store(1, std::memory_order_release); }
+  void remove() { unlink(path_.c_str()); }
+
+  void add(proto::Tier t, proto::ThreadCounter c, uint64_t v, int slot = 0) {
+    seg_->threads[slot].tier[static_cast<size_t>(t)][static_cast<size_t>(c)].fetch_add(v);
+  }
+  void set_global(proto::Tier t, proto::GlobalCounter c, uint64_t v) {
+    seg_->global.tier[static_cast<size_t>(t)][static_cast<size_t>(c)].store(v);
+  }
+  uint64_t knob(proto::Knob k) { return seg_->knobs.value[static_cast<size_t>(k)].load(); }
+  uint64_t generation() { return seg_->knobs.generation.load(); }
+
+ private:
+  void create(const std::string& dir, pid_t pid, uid_t uid, const char* exe, uint64_t start_ticks, Sleeper* owner) {
     char buf[512];
     proto::segment_path(dir.c_str(), uid, pid, buf, sizeof buf);
     path_ = buf;
@@ -93,6 +215,7 @@ class FakeSegment {
       return;
     }
     void* p = mmap(nullptr, sizeof(proto::Segment), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED && owner) owner_mapped_ = owner->map_segment(fd);
     close(fd);
     if (p == MAP_FAILED) return;
     seg_ = static_cast<proto::Segment*>(p);
@@ -113,32 +236,11 @@ class FakeSegment {
     for (size_t k = 0; k < proto::kKnobCount; k++) seg_->knobs.value[k].store(proto::kKnobs[k].def);
     seg_->global.thread_slots_hwm.store(1);
     seg_->global.threads_live.store(1);
-    if (ready) set_ready();
   }
-  ~FakeSegment() {
-    if (seg_) munmap(seg_, sizeof(proto::Segment));
-  }
-  FakeSegment(const FakeSegment&) = delete;
-  FakeSegment& operator=(const FakeSegment&) = delete;
 
-  bool ok() const { return seg_ != nullptr; }
-  proto::Segment& seg() { return *seg_; }
-  const std::string& path() const { return path_; }
-  void set_ready() { seg_->header.ready.store(1, std::memory_order_release); }
-  void remove() { unlink(path_.c_str()); }
-
-  void add(proto::Tier t, proto::ThreadCounter c, uint64_t v, int slot = 0) {
-    seg_->threads[slot].tier[static_cast<size_t>(t)][static_cast<size_t>(c)].fetch_add(v);
-  }
-  void set_global(proto::Tier t, proto::GlobalCounter c, uint64_t v) {
-    seg_->global.tier[static_cast<size_t>(t)][static_cast<size_t>(c)].store(v);
-  }
-  uint64_t knob(proto::Knob k) { return seg_->knobs.value[static_cast<size_t>(k)].load(); }
-  uint64_t generation() { return seg_->knobs.generation.load(); }
-
- private:
   std::string path_;
   proto::Segment* seg_ = nullptr;
+  bool owner_mapped_ = false;
 };
 
 // Writes `bytes` of arbitrary content to dir/name with the given mode.

@@ -64,7 +64,7 @@ TEST(Daemon, DiscoversSegmentsAndRemovesThoseOfDeadProcesses) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();
   Sleeper a, b;
-  FakeSegment sa(d.shm(), a.pid()), sb(d.shm(), b.pid());
+  FakeSegment sa(d.shm(), a), sb(d.shm(), b);
   ASSERT_TRUE(eventually([&] { return d.lists(a.pid()) && d.lists(b.pid()); })) << d.log();
   const pid_t gone = b.pid();
   b.stop();  // died without unlinking: the daemon must notice and clean up
@@ -80,11 +80,31 @@ TEST(Daemon, DiscoversSegmentsAndRemovesThoseOfDeadProcesses) {
   EXPECT_NE(d.log().find("removed stale segment"), std::string::npos);
 }
 
+TEST(Daemon, ASegmentLeftBehindByAnExecIsRemovedWhileTheProcessLivesOn) {
+  DaemonProc d;
+  ASSERT_TRUE(d.ready()) << d.log();
+  Sleeper p, q;
+  FakeSegment s(d.shm(), p), kept(d.shm(), q);
+  ASSERT_TRUE(s.owner_mapped() && kept.owner_mapped());
+  ASSERT_TRUE(eventually([&] { return d.lists(p.pid()) && d.lists(q.pid()); })) << d.log();
+  // p runs a program without hakmem now: same pid, same start time, no exit code ran.
+  ASSERT_TRUE(p.exec_sleep());
+  EXPECT_TRUE(eventually([&] { return !d.lists(p.pid()) && !file_exists(s.path()); }, 30)) << d.log();
+  EXPECT_EQ(comm_of(p.pid()), "sleep");  // alive all along
+  EXPECT_NE(d.log().find("removed stale segment " + s.path() + " (process " + std::to_string(p.pid()) +
+                         " exec'd a program without hakmem)"),
+            std::string::npos)
+      << d.log();
+  // Its neighbour still maps its segment: listed, file kept.
+  EXPECT_TRUE(d.lists(q.pid()));
+  EXPECT_TRUE(file_exists(kept.path()));
+}
+
 TEST(Daemon, StatsReportTheSegmentsFiguresAndFollowThem) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();
   Sleeper p;
-  FakeSegment s(d.shm(), p.pid(), 0, "/opt/app/server");
+  FakeSegment s(d.shm(), p, 0, "/opt/app/server");
   s.add(proto::Tier::Whale, proto::ThreadCounter::Allocs, 2);
   s.add(proto::Tier::Whale, proto::ThreadCounter::AllocBytes, 4 << 20);
   s.set_global(proto::Tier::Whale, proto::GlobalCounter::MappedBytes, 4 << 20);
@@ -109,7 +129,7 @@ TEST(Daemon, SetWritesTheSegmentBumpsTheGenerationAndIsLogged) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();
   Sleeper p;
-  FakeSegment s(d.shm(), p.pid());
+  FakeSegment s(d.shm(), p);
   ASSERT_TRUE(eventually([&] { return d.lists(p.pid()); })) << d.log();
   const uint64_t gen0 = s.generation();
   Client c(d.socket());
@@ -143,7 +163,7 @@ TEST(Daemon, SetWithWaitReportsTheApply) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();
   Sleeper p;
-  FakeSegment s(d.shm(), p.pid());
+  FakeSegment s(d.shm(), p);
   ASSERT_TRUE(eventually([&] { return d.lists(p.pid()); })) << d.log();
   // Plays the allocator's part: applies each new generation.
   std::atomic<bool> stop{false};
@@ -173,7 +193,7 @@ TEST(Daemon, EveryBadInputIsAnsweredAndTheDaemonKeepsServing) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();
   Sleeper p;
-  FakeSegment good(d.shm(), p.pid());
+  FakeSegment good(d.shm(), p);
   // Hostile files in the segment folder, all claiming a live pid.
   Sleeper q;
   write_file(d.shm() + "/hakmem.0." + std::to_string(q.pid()), std::string(sizeof(proto::Segment), '\x5a'));
@@ -231,8 +251,8 @@ TEST(Daemon, AnotherUidCannotSeeOrChangeRootsProcesses) {
   ASSERT_TRUE(d.ready()) << d.log();
   Sleeper mine;                   // root's process
   Sleeper theirs(65534);          // nobody's process
-  FakeSegment s_root(d.shm(), mine.pid());
-  FakeSegment s_nobody(d.shm(), theirs.pid(), 65534, "/usr/bin/nobodys");
+  FakeSegment s_root(d.shm(), mine);
+  FakeSegment s_nobody(d.shm(), theirs, 65534, "/usr/bin/nobodys");
   ASSERT_TRUE(eventually([&] { return d.lists(mine.pid()) && d.lists(theirs.pid()); })) << d.log();
   // An administrator opens the socket to everyone; the daemon's own SO_PEERCRED check is what
   // must keep users apart now.
@@ -274,7 +294,7 @@ TEST(Daemon, MetricsAreServedOverHttpAndParse) {
   DaemonProc d({"--metrics", "127.0.0.1:" + std::to_string(port)});
   ASSERT_TRUE(d.ready()) << d.log();
   Sleeper p;
-  FakeSegment s(d.shm(), p.pid(), 0, "/srv/a \"quoted\" name");
+  FakeSegment s(d.shm(), p, 0, "/srv/a \"quoted\" name");
   s.add(proto::Tier::Pool, proto::ThreadCounter::Allocs, 11);
   s.add(proto::Tier::Pool, proto::ThreadCounter::AllocBytes, 11 * 2048);
   s.set_global(proto::Tier::Pool, proto::GlobalCounter::MappedBytes, 65536);
@@ -367,7 +387,7 @@ TEST(Daemon, ConfigDefaultsApplyToNewProcessesAndSighupReloads) {
   DaemonProc d({"--config", cfg});
   ASSERT_TRUE(d.ready()) << d.log();
   Sleeper a;
-  FakeSegment sa(d.shm(), a.pid(), 0, "/usr/bin/fake-service");
+  FakeSegment sa(d.shm(), a, 0, "/usr/bin/fake-service");
   ASSERT_TRUE(eventually([&] { return d.lists(a.pid()); })) << d.log();
   EXPECT_TRUE(eventually([&] { return sa.knob(proto::Knob::TinyCap) == 32; })) << d.log();
   EXPECT_NE(d.log().find("knob set by config default 'fake-*'"), std::string::npos);
@@ -376,7 +396,7 @@ TEST(Daemon, ConfigDefaultsApplyToNewProcessesAndSighupReloads) {
   kill(d.pid(), SIGHUP);
   ASSERT_TRUE(eventually([&] { return d.log().find("configuration reloaded") != std::string::npos; })) << d.log();
   Sleeper b;
-  FakeSegment sb(d.shm(), b.pid(), 0, "/usr/bin/fake-worker");
+  FakeSegment sb(d.shm(), b, 0, "/usr/bin/fake-worker");
   ASSERT_TRUE(eventually([&] { return sb.knob(proto::Knob::TinyCap) == 48; })) << d.log();
   EXPECT_EQ(sb.knob(proto::Knob::WhaleCacheBytes), 64ull << 20);
   EXPECT_EQ(sa.knob(proto::Knob::TinyCap), 32u);  // defaults are for newly seen processes only
@@ -403,7 +423,7 @@ TEST(Daemon, ASegmentTruncatedUnderTheDaemonIsDroppedNotFatal) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();
   Sleeper p;
-  FakeSegment s(d.shm(), p.pid());
+  FakeSegment s(d.shm(), p);
   s.seg().global.thread_slots_hwm.store(proto::kThreadSlots);  // make stats read the whole file
   ASSERT_TRUE(eventually([&] { return d.lists(p.pid()); })) << d.log();
   ASSERT_EQ(truncate(s.path().c_str(), 4096), 0);  // what a hostile owner could do

@@ -52,7 +52,7 @@ int main(int argc, char** argv) {
   }
   for (int i = 0; !lib && i < n; i++) {
     procs.push_back(std::make_unique<Sleeper>());
-    auto s = std::make_unique<FakeSegment>(d.shm(), procs.back()->pid());
+    auto s = std::make_unique<FakeSegment>(d.shm(), *procs.back());
     auto& seg = s->seg();
     seg.header.tiny_class_count = 32;
     for (uint32_t c = 0; c < 32; c++) seg.header.tiny_class_size[c] = 16 * (c + 1);

@@ -120,6 +120,116 @@ TEST(Preload, APreloadedProcessIsDiscoveredAndItsStatsMoveWithItsAllocations) {
   EXPECT_FALSE(d.lists(pid));
 }
 
+namespace {
+
+std::string segment_of(DaemonProc& d, pid_t pid) {
+  char path[512];
+  hakmem::proto::segment_path(d.shm().c_str(), getuid(), pid, path, sizeof path);
+  return path;
+}
+
+// When the segment file at `path` was created, from its header (0 when there is none).
+// Identifies one process image's segment; an inode number does not (a freed one is reused).
+uint64_t created_ns_of(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  void* p = mmap(nullptr, sizeof(hakmem::proto::SegmentHeader), PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return 0;
+  const auto* h = static_cast<const hakmem::proto::SegmentHeader*>(p);
+  const uint64_t ns = h->ready.load(std::memory_order_acquire) ? h->created_unix_ns : 0;
+  munmap(p, sizeof(hakmem::proto::SegmentHeader));
+  return ns;
+}
+
+// True while `pid` is still a running process (not exited, not a zombie we could reap).
+bool still_running(pid_t pid) { return waitpid(pid, nullptr, WNOHANG) == 0 && kill(pid, 0) == 0; }
+
+// The daemon keeps listing every pid, and their files stay, for `seconds` (past the grace
+// hakmemd gives a segment that seems unmapped, over many scans).
+::testing::AssertionResult stays_listed(DaemonProc& d, std::vector<pid_t> pids, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    for (pid_t p : pids) {
+      if (!d.lists(p)) return ::testing::AssertionFailure() << "process " << p << " dropped\n" << d.log();
+      if (!file_exists(segment_of(d, p))) return ::testing::AssertionFailure() << "segment of " << p << " removed";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return ::testing::AssertionSuccess();
+}
+
+}  // namespace
+
+TEST(Preload, AProcessThatExecsAProgramWithoutHakmemIsDroppedAndItsSegmentRemoved) {
+  DaemonProc d;
+  ASSERT_TRUE(d.ready()) << d.log();
+  Target t(d.shm());
+  ASSERT_TRUE(t.ready());
+  ASSERT_TRUE(eventually([&] { return d.lists(t.pid()); })) << d.log();
+  const std::string path = segment_of(d, t.pid());
+  ASSERT_TRUE(file_exists(path));
+  const uint64_t started = start_ticks_of(t.pid());
+
+  t.send("exec sleep 600");  // LD_PRELOAD removed: sleep runs on glibc's malloc
+  ASSERT_TRUE(eventually([&] { return comm_of(t.pid()) == "sleep"; })) << "the target did not exec";
+  EXPECT_TRUE(eventually([&] { return !d.lists(t.pid()) && !file_exists(path); }, 30)) << d.log();
+  // The same process all along, still running: only its program changed.
+  EXPECT_TRUE(still_running(t.pid()));
+  EXPECT_EQ(start_ticks_of(t.pid()), started);
+  EXPECT_EQ(comm_of(t.pid()), "sleep");
+  EXPECT_NE(d.log().find("removed stale segment " + path + " (process " + std::to_string(t.pid()) +
+                         " exec'd a program without hakmem)"),
+            std::string::npos)
+      << d.log();
+}
+
+TEST(Preload, AProcessThatExecsAProgramWithHakmemStaysListedWithItsNewSegment) {
+  DaemonProc d;
+  ASSERT_TRUE(d.ready()) << d.log();
+  Target t(d.shm());
+  ASSERT_TRUE(t.ready());
+  ASSERT_TRUE(eventually([&] { return d.lists(t.pid()); })) << d.log();
+  const std::string path = segment_of(d, t.pid());
+  const uint64_t first_image = created_ns_of(path);
+  ASSERT_NE(first_image, 0u);
+
+  t.send("reexec");  // LD_PRELOAD kept: the new image replaces the segment itself
+  ASSERT_EQ(t.read_line(), "ready " + std::to_string(t.pid()));
+  ASSERT_TRUE(eventually([&] {
+    const uint64_t now = created_ns_of(path);
+    return now != 0 && now != first_image && d.lists(t.pid());
+  })) << d.log();
+  EXPECT_TRUE(stays_listed(d, {t.pid()}, 3));
+  // The daemon reads the new image's segment: its allocations show.
+  ASSERT_TRUE(t.run("hold 20 65536"));
+  json st = stats(d, t.pid());
+  ASSERT_TRUE(st.contains("tiers")) << st.dump();
+  EXPECT_GE(tier(st, "bundle", "allocs"), 20u);
+  EXPECT_EQ(d.log().find("exec'd a program without hakmem"), std::string::npos) << d.log();
+}
+
+TEST(Preload, AForkChildWithItsOwnSegmentAndItsParentBothStayListed) {
+  DaemonProc d;
+  ASSERT_TRUE(d.ready()) << d.log();
+  Target t(d.shm());
+  ASSERT_TRUE(t.ready());
+  ASSERT_TRUE(eventually([&] { return d.lists(t.pid()); })) << d.log();
+  t.send("fork");
+  const std::string reply = t.read_line();
+  ASSERT_EQ(reply.rfind("ok ", 0), 0u) << reply;
+  const pid_t child = static_cast<pid_t>(std::stol(reply.substr(3)));
+  struct Reap {
+    pid_t pid;
+    ~Reap() { kill(pid, SIGKILL); }  // the target's child: the target reaps it (or init does)
+  } reap{child};
+  ASSERT_TRUE(eventually([&] { return d.lists(child); }, 30)) << d.log();
+  // The child inherited the parent's mapping and swapped it for private memory; the parent
+  // still maps its own file and the child maps its new one: neither is left over.
+  EXPECT_TRUE(stays_listed(d, {t.pid(), child}, 3));
+  EXPECT_EQ(d.log().find("exec'd a program without hakmem"), std::string::npos) << d.log();
+}
+
 TEST(Preload, ALiveSetChangesTheTargetsBehaviour) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();

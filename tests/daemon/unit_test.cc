@@ -3,6 +3,9 @@
 // protocol handler and the Prometheus rendering.
 #include <gtest/gtest.h>
 
+#include <sys/sysmacros.h>
+
+#include <chrono>
 #include <regex>
 #include <set>
 #include <sstream>
@@ -167,6 +170,79 @@ TEST(Procfs, StatParsingSurvivesHostileCommNames) {
   EXPECT_GT(*proc_rss_bytes(getpid()), 0u);
 }
 
+TEST(Procfs, StatCarriesTheProgramImageAndExecChangesIt) {
+  // Fields 26-28 and 45-51 of a real line (6.x kernel), the rest shortened.
+  const char text[] =
+      "77 (sleep) S 1 77 77 0 -1 4194304 95 0 0 0 0 0 0 0 20 0 1 0 5000 2273280 232 18446744073709551615 "
+      "94000000000000 94000000016000 140730000000000 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0 94000000020000 "
+      "94000000021000 94000001000000 140730000001000 140730000001020 140730000001020 140730000002000 0\n";
+  auto st = proc_stat_parse(text, sizeof text - 1);
+  ASSERT_TRUE(st);
+  EXPECT_EQ(st->image.start_code, 94000000000000u);
+  EXPECT_EQ(st->image.end_code, 94000000016000u);
+  EXPECT_EQ(st->image.start_stack, 140730000000000u);
+  EXPECT_EQ(st->image.start_data, 94000000020000u);
+  EXPECT_EQ(st->image.start_brk, 94000001000000u);
+  EXPECT_EQ(st->image.arg_start, 140730000001000u);
+  EXPECT_EQ(st->image.env_end, 140730000002000u);
+
+  // The premise of the exec check on this kernel: a process keeps its image until it execs,
+  // and the exec'd program has another.
+  Sleeper proc;
+  auto before = proc_stat(proc.pid());
+  ASSERT_TRUE(before);
+  EXPECT_NE(before->image.start_code, 0u);
+  EXPECT_EQ(proc_stat(proc.pid())->image, before->image);
+  ASSERT_TRUE(proc.exec_sleep());
+  auto after = proc_stat(proc.pid());
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->start_time_ticks, before->start_time_ticks);  // same process to every other check
+  EXPECT_FALSE(after->image == before->image);
+}
+
+TEST(Procfs, MapsParsingFindsAFileByInodeAndDeviceOrName) {
+  const char text[] =
+      "55d0c0a00000-55d0c0a02000 r--p 00000000 fd:01 1234                       /usr/bin/x\n"
+      "7f0000000000-7f0000064000 rw-s 00000000 00:1a 777                        /dev/shm/hakmem.0.42\n"
+      "7f0000100000-7f0000200000 rw-p 00000000 00:00 0 \n"
+      "7f0000300000-7f0000301000 rw-s 00000000 103:05 4242                      /data/a dir/hakmem.0.43\n"
+      "7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]\n";
+  const size_t n = sizeof text - 1;
+  EXPECT_EQ(proc_maps_parse(text, n, makedev(0, 0x1a), 777, "hakmem.0.42"), MapCheck::Mapped);
+  EXPECT_EQ(proc_maps_parse(text, n, makedev(0x103, 5), 4242, "hakmem.0.43"), MapCheck::Mapped);
+  EXPECT_EQ(proc_maps_parse(text, n, makedev(0, 0x1a), 778, "hakmem.0.42"), MapCheck::NotMapped);  // another file
+  EXPECT_EQ(proc_maps_parse(text, n, makedev(0, 0x2b), 777, "hakmem.0.42"), MapCheck::Mapped);  // overlayfs: same inode and name
+  EXPECT_EQ(proc_maps_parse(text, n, makedev(0, 0x2b), 777, "hakmem.0.9"), MapCheck::NotMapped);
+  EXPECT_EQ(proc_maps_parse(text, n, makedev(0xfd, 1), 1234, "hakmem.0.42"), MapCheck::Mapped);  // matched by device
+  EXPECT_EQ(proc_maps_parse("", 0, makedev(0, 0x1a), 777, "hakmem.0.42"), MapCheck::Unknown);  // no address space
+}
+
+TEST(Procfs, MapsOfALiveProcessShowItsSharedFileMapping) {
+  TempDir dir;
+  const std::string path = dir.path() + "/hakmem.0.1";
+  write_file(path, std::string(8192, 'x'));
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  int fd = open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  void* seg = mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  ASSERT_NE(seg, MAP_FAILED);
+  // Mappings made later sit below it, so maps lists them first: well past the reader's
+  // 16 KiB buffer (alternating protections keep them from merging).
+  std::vector<void*> filler;
+  for (int i = 0; i < 2000; i++) {
+    void* p = mmap(nullptr, 4096, i % 2 ? PROT_READ : PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    ASSERT_NE(p, MAP_FAILED);
+    filler.push_back(p);
+  }
+  EXPECT_EQ(proc_maps_file(getpid(), st.st_dev, st.st_ino, "hakmem.0.1"), MapCheck::Mapped);
+  munmap(seg, 8192);
+  EXPECT_EQ(proc_maps_file(getpid(), st.st_dev, st.st_ino, "hakmem.0.1"), MapCheck::NotMapped);
+  for (void* p : filler) munmap(p, 4096);
+  EXPECT_EQ(proc_maps_file(dead_pid(), st.st_dev, st.st_ino, "hakmem.0.1"), MapCheck::Unknown);
+}
+
 // ---- registry -------------------------------------------------------------------------
 
 TEST(Registry, SegmentNames) {
@@ -188,7 +264,7 @@ class RegistryTest : public ::testing::Test {
 
 TEST_F(RegistryTest, RegistersAValidSegmentOfALiveProcess) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid());
+  FakeSegment seg(dir.path(), proc);
   ASSERT_TRUE(seg.ok());
   Registry reg(dir.path());
   int seen = 0;
@@ -219,7 +295,7 @@ TEST_F(RegistryTest, RemovesTheStaleSegmentOfADeadProcess) {
 
 TEST_F(RegistryTest, DropsAndUnlinksWhenTheProcessDiesLater) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid());
+  FakeSegment seg(dir.path(), proc);
   Registry reg(dir.path());
   reg.scan();
   ASSERT_EQ(reg.size(), 1u);
@@ -231,8 +307,75 @@ TEST_F(RegistryTest, DropsAndUnlinksWhenTheProcessDiesLater) {
 
 TEST_F(RegistryTest, AReusedPidIsStale) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid(), 0, "/usr/bin/x", true, start_ticks_of(proc.pid()) - 1);
+  FakeSegment seg(dir.path(), proc, 0, "/usr/bin/x", true, start_ticks_of(proc.pid()) - 1);
   Registry reg(dir.path());
+  reg.scan();
+  EXPECT_EQ(reg.size(), 0u);
+  EXPECT_FALSE(file_exists(seg.path()));
+}
+
+TEST_F(RegistryTest, ASegmentLeftBehindByAnExecIsRemovedAfterTheGrace) {
+  Sleeper proc;
+  FakeSegment seg(dir.path(), proc);
+  ASSERT_TRUE(seg.owner_mapped());
+  Registry reg(dir.path());
+  reg.unmapped_grace = std::chrono::hours(1);
+  reg.scan();
+  ASSERT_EQ(reg.size(), 1u);
+  reg.scan();
+  reg.scan();
+  EXPECT_EQ(reg.size(), 1u);  // its process maps it: it stays
+
+  ASSERT_TRUE(proc.exec_sleep());  // same pid and start time, no mapping of the segment
+  reg.scan();
+  reg.scan();
+  EXPECT_EQ(reg.size(), 1u);  // within the grace (a program with hakmem would replace the file)
+  EXPECT_TRUE(file_exists(seg.path()));
+
+  reg.unmapped_grace = std::chrono::milliseconds(0);
+  reg.scan();
+  EXPECT_EQ(reg.size(), 0u);
+  EXPECT_FALSE(file_exists(seg.path()));
+  EXPECT_EQ(proc_liveness(proc.pid()), Liveness::Alive);  // the process itself lives on
+  reg.scan();
+  EXPECT_EQ(reg.size(), 0u);
+}
+
+TEST_F(RegistryTest, AProcessWhoseMapsTheDaemonCannotReadIsKept) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run the registry as another user";
+  Sleeper proc;  // root's: a daemon running as nobody may not read its maps
+  ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);
+  FakeSegment seg(dir.path(), proc.pid(), 65534);  // nobody's file, mapped by no process
+  ASSERT_TRUE(seg.ok());
+  const pid_t child = fork();
+  if (child == 0) {
+    if (setgid(65534) != 0 || setuid(65534) != 0) _exit(100);
+    struct stat st;
+    if (stat(seg.path().c_str(), &st) != 0) _exit(101);
+    int code = 0;
+    const std::string name = seg.path().substr(dir.path().size() + 1);
+    if (proc_maps_file(proc.pid(), st.st_dev, st.st_ino, name.c_str()) != MapCheck::Unknown) code |= 1;
+    Registry reg(dir.path());
+    reg.unmapped_grace = std::chrono::milliseconds(0);
+    int registered = 0;  // a drop would show as a second registration (nobody cannot unlink here)
+    reg.on_new = [&](ProcessEntry&) { registered++; };
+    for (int i = 0; i < 3; i++) {
+      reg.scan();
+      if (reg.size() != 1) code |= 2;
+    }
+    if (registered != 1) code |= 4;
+    if (!file_exists(seg.path())) code |= 8;
+    _exit(code);
+  }
+  int status = -1;
+  waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "bit mask of failed checks in the registry running as nobody";
+  // The same registry as root reads the maps, sees no mapping and removes the file.
+  Registry reg(dir.path());
+  reg.unmapped_grace = std::chrono::milliseconds(0);
+  reg.scan();
+  EXPECT_EQ(reg.size(), 1u);
   reg.scan();
   EXPECT_EQ(reg.size(), 0u);
   EXPECT_FALSE(file_exists(seg.path()));
@@ -240,7 +383,7 @@ TEST_F(RegistryTest, AReusedPidIsStale) {
 
 TEST_F(RegistryTest, NotReadyIsRetriedUntilReady) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid(), 0, "/usr/bin/x", false);
+  FakeSegment seg(dir.path(), proc, 0, "/usr/bin/x", false);
   Registry reg(dir.path());
   reg.scan();
   EXPECT_EQ(reg.size(), 0u);
@@ -297,14 +440,14 @@ TEST_F(RegistryTest, HostileFilesAreSkippedAndKept) {
   EXPECT_EQ(reg.size(), 0u);
   unlink(seg_path(0, pid).c_str());
   // And a healthy segment next to the wreckage still works.
-  FakeSegment good(dir.path(), pid);
+  FakeSegment good(dir.path(), proc);
   reg.scan();
   EXPECT_EQ(reg.size(), 1u);
 }
 
 TEST_F(RegistryTest, ATruncationUnderTheMappingIsCaughtNotFatal) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid());
+  FakeSegment seg(dir.path(), proc);
   seg.seg().global.thread_slots_hwm.store(proto::kThreadSlots);
   Registry reg(dir.path());
   reg.scan();
@@ -320,7 +463,7 @@ TEST_F(RegistryTest, ATruncationUnderTheMappingIsCaughtNotFatal) {
 
 TEST_F(RegistryTest, ARemovedFileDropsTheEntry) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc.pid());
+  FakeSegment seg(dir.path(), proc);
   Registry reg(dir.path());
   reg.on_created(seg.path().substr(dir.path().size() + 1));
   EXPECT_EQ(reg.size(), 1u);
@@ -341,7 +484,7 @@ class HandlerTest : public ::testing::Test {
   Peer root{0, 1};
 
   void SetUp() override {
-    seg = std::make_unique<FakeSegment>(dir.path(), proc.pid());
+    seg = std::make_unique<FakeSegment>(dir.path(), proc);
     reg = std::make_unique<Registry>(dir.path());
     reg->scan();
     h = std::make_unique<Handler>(*reg);

@@ -379,7 +379,7 @@ TEST(DaemonFault, SegmentTruncatedUnderTheDaemonsMapping) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();
   hakmem_test::Sleeper owner;
-  hakmem_test::FakeSegment f(d.shm(), owner.pid());
+  hakmem_test::FakeSegment f(d.shm(), owner);
   ASSERT_TRUE(f.ok());
   ASSERT_TRUE(eventually([&] { return d.lists(owner.pid()); })) << d.log();
   // The daemon has it mapped now. Shrink the file under it: reading the mapping past the
