@@ -137,7 +137,8 @@ size_t bundle_usable(const void* p, bool* ok);
 
 // Whale tier (whale.cc). `align` is a power of two; *fresh says the memory is zero.
 // `system`: a mapping of its own, straight from the OS and back to it at free (never cached).
-void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system = false);
+// `prewarm_rule`: a site rule's prewarm (0 off, 1 on) over the whale.prewarm knob; -1 = knob.
+void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system = false, int prewarm_rule = -1);
 void whale_free(Heap* h, void* p, const char* what);
 // realloc of a live whale to n bytes (n > its usable size) by growing its mapping: no copy,
 // no refault of its pages. Returns the (possibly moved) pointer, or nullptr when it cannot

@@ -8,7 +8,8 @@
 // whale cache: free() unmaps it at once. It cannot mean glibc's malloc: under
 // LD_PRELOAD its blocks would come back to our free(). cap=N sets the magazine capacity of
 // the size class the site's allocations use (tiny and pool; for the allocating thread, until
-// the next tiny.cap change). prewarm=on faults the block's pages in before it is returned.
+// the next tiny.cap change). prewarm=on faults the block's pages in before it is returned;
+// prewarm=off keeps the tier's own prewarm knob from doing so for the site's allocations.
 //
 // Sampling (like tcmalloc's): each thread counts bytes down from a random period
 // (exponential, mean kSiteSampleMean); the allocation that crosses zero is sampled and stands
@@ -125,6 +126,25 @@ void apply_cap(size_t n, uint32_t cap) {
   }
 }
 
+// A rule's prewarm=off over the tier's own prewarm knob, for one allocation: the heap's copy
+// of the knob reads 0 meanwhile, then the knob's current value again (a refresh that ran in
+// between is not undone).
+class PrewarmOff {
+ public:
+  PrewarmOff(int32_t rule, uint8_t* copy, proto::Knob k) : copy_(rule == 0 ? copy : nullptr), k_(k) {
+    if (copy_) *copy_ = 0;
+  }
+  ~PrewarmOff() {
+    if (copy_) *copy_ = knob(k_) != 0;
+  }
+  PrewarmOff(const PrewarmOff&) = delete;
+  PrewarmOff& operator=(const PrewarmOff&) = delete;
+
+ private:
+  uint8_t* copy_;
+  proto::Knob k_;
+};
+
 // Serves n bytes as the rule says; nullptr with *handled = false when the rule's tier cannot
 // take this size (the caller then allocates as usual).
 void* route(size_t n, const SiteAction& a, bool zero, Tier* tier, bool* handled) {
@@ -138,6 +158,8 @@ void* route(size_t n, const SiteAction& a, bool zero, Tier* tier, bool* handled)
       if (m <= kTinyMax) m = kTinyMax + 1;
       if (a.cap) apply_cap(m, a.cap);
       {
+        Heap* h = attached_heap();
+        PrewarmOff off(a.prewarm, h ? &h->knob_pool_prewarm : nullptr, proto::Knob::PoolPrewarm);
         void* p = hk_malloc(m);
         if (p && zero) memset(p, 0, n);
         return p;
@@ -147,6 +169,8 @@ void* route(size_t n, const SiteAction& a, bool zero, Tier* tier, bool* handled)
       *tier = Tier::Bundle;
       if (m <= kPoolMax) m = kPoolMax + 1;
       {
+        Heap* h = attached_heap();
+        PrewarmOff off(a.prewarm, h ? &h->knob_bundle_prewarm : nullptr, proto::Knob::BundlePrewarm);
         void* p = hk_malloc(m);
         if (p && zero) memset(p, 0, n);
         if (p && a.prewarm == 1) prefault(p, m);
@@ -158,7 +182,7 @@ void* route(size_t n, const SiteAction& a, bool zero, Tier* tier, bool* handled)
       Heap* h = attached_heap();
       int saved = errno;
       bool fresh = false;
-      void* p = whale_malloc(h, m, 0, &fresh, a.tier == static_cast<int32_t>(RuleTier::System));
+      void* p = whale_malloc(h, m, 0, &fresh, a.tier == static_cast<int32_t>(RuleTier::System), a.prewarm);
       if (!p) return nullptr;
       errno = saved;
       if (zero && !fresh) memset(p, 0, n);
@@ -199,8 +223,10 @@ void* site_malloc(size_t n, void* ra, bool zero) {
   void* p = nullptr;
   bool served = false;
   SiteAction a;
+  int32_t rule_prewarm = -1;  // a matching rule's prewarm, for a block its tier does not serve
   if (site_rules_count() != 0 && site_rules_lookup(site, n, &a)) {
     seg->rules.rule_hits.fetch_add(1, std::memory_order_relaxed);
+    rule_prewarm = a.prewarm;
     if (a.tier == static_cast<int32_t>(RuleTier::None) || a.tier == static_cast<int32_t>(RuleTier::Tiny)) {
       if (a.cap) apply_cap(n == 0 ? 1 : n, a.cap);
     } else {
@@ -209,16 +235,24 @@ void* site_malloc(size_t n, void* ra, bool zero) {
     }
   }
   if (!served) {
-    if (zero && n > kBundleMax) {
-      // Large calloc: a fresh whale mapping is zero already.
+    if (n > kBundleMax && (zero || rule_prewarm >= 0)) {
+      // A whale: a fresh mapping is zero already (large calloc), and the rule's prewarm
+      // goes to whale_malloc.
       Heap* h = attached_heap();
       int saved = errno;
       bool fresh = false;
-      p = whale_malloc(h, n, 0, &fresh);
+      p = whale_malloc(h, n, 0, &fresh, false, rule_prewarm);
       if (!p) return nullptr;
       errno = saved;
-      if (!fresh) memset(p, 0, n);
+      if (zero && !fresh) memset(p, 0, n);
     } else {
+      Heap* h = rule_prewarm == 0 ? attached_heap() : nullptr;
+      uint8_t* copy = nullptr;
+      proto::Knob k = proto::Knob::TinyPrewarm;
+      if (h && n <= kTinyMax) copy = &h->knob_tiny_prewarm;
+      else if (h && n <= kPoolMax) copy = &h->knob_pool_prewarm, k = proto::Knob::PoolPrewarm;
+      else if (h) copy = &h->knob_bundle_prewarm, k = proto::Knob::BundlePrewarm;
+      PrewarmOff off(rule_prewarm, copy, k);
       p = hk_malloc(n);
       if (p && zero) memset(p, 0, n);
     }

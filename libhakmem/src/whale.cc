@@ -204,7 +204,7 @@ void enforce_cap() {
 
 }  // namespace
 
-void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system) {
+void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system, int prewarm_rule) {
   *fresh = false;
   if (n > (size_t{1} << 46) || align > (size_t{1} << 40)) {
     errno = ENOMEM;
@@ -265,7 +265,7 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system) {
   size_t lead = align > page ? align : page;  // user pointer offset from the base
   size_t len = lead + usable;
   int err = 0;
-  bool prewarm = knob(proto::Knob::WhalePrewarm) != 0;
+  bool prewarm = prewarm_rule >= 0 ? prewarm_rule != 0 : knob(proto::Knob::WhalePrewarm) != 0;
   char* base = static_cast<char*>(os_map(len, kChunkSize, prewarm, &err));
   if (!base) {
     // Give back everything cached (whales, free arena memory) and try once more: a process

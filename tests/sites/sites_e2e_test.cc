@@ -169,6 +169,30 @@ TEST_F(Sites, AlignedAndReallocGrownBlocksAreAttributedToTheirCaller) {
   EXPECT_TRUE(contains(r.out, "grow_epsilon+0x")) << r.out;
 }
 
+// prewarm=off on a rule keeps the tier's own prewarm knob (here bundle.prewarm=1) away from
+// the site's allocations: fresh bundle memory carved for it is not populated (no madvise),
+// while another site's fresh bundle memory still is.
+TEST_F(Sites, PrewarmOffOverridesTheTiersPrewarmKnob) {
+  Target* t = start_target({{"HAKMEM_SITE_RULES", "1"}, {"HAKMEM_BUNDLE_PREWARM", "1"}});
+  ASSERT_TRUE(t);
+  const std::string pid = std::to_string(t->pid);
+  ASSERT_TRUE(t->run("k 40 524288"));  // 20 MiB live from hold_zeta: sampled, so nameable
+  RunResult r = hakctl({"rules", "add", "--pid", pid, "site=hold_zeta tier=bundle prewarm=off"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto bundle = [&](const json& j, const char* field) {
+    return j.at("processes").at(0).at("tiers").at("bundle").at(field).get<uint64_t>();
+  };
+  const json s0 = hakctl_json({"stats", "--pid", pid});
+  ASSERT_TRUE(t->run("k 120 524288"));  // 60 MiB live: fresh chunks carved for hold_zeta
+  const json s1 = hakctl_json({"stats", "--pid", pid});
+  EXPECT_GT(bundle(s1, "mapped_bytes"), bundle(s0, "mapped_bytes")) << "new memory was carved";
+  EXPECT_EQ(bundle(s1, "madvises"), bundle(s0, "madvises")) << "and not populated";
+  ASSERT_TRUE(t->run("h 240 524288"));  // 120 MiB from hold_eta, no rule: populated
+  const json s2 = hakctl_json({"stats", "--pid", pid});
+  EXPECT_GT(bundle(s2, "mapped_bytes"), bundle(s1, "mapped_bytes"));
+  EXPECT_GT(bundle(s2, "madvises"), bundle(s1, "madvises"));
+}
+
 TEST_F(Sites, RuleRoutesToWhaleAndDeleteStopsIt) {
   Target* t = start_target({{"HAKMEM_SITE_RULES", "1"}});
   ASSERT_TRUE(t);

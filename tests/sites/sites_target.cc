@@ -5,6 +5,8 @@
 //   n N SIZE   new_gamma: N operator new[] of SIZE bytes
 //   l N SIZE   align_delta: N posix_memalign(64) of SIZE bytes
 //   r N SIZE   grow_epsilon: N blocks grown by realloc from 16 bytes to SIZE (doubling)
+//   k N SIZE   hold_zeta: N blocks of SIZE live at once (first byte written), then all freed
+//   h N SIZE   hold_eta: the same from another function
 //   q          exit
 // Replies "ok" after each command, and "ready PID" at start.
 #include <stdio.h>
@@ -68,6 +70,22 @@ extern "C" __attribute__((noinline, used, visibility("default"))) void grow_epsi
   }
 }
 
+// Inlined into each caller, so that the malloc call sites are inside hold_zeta and hold_eta.
+__attribute__((always_inline)) inline void hold(long n, size_t size, char tag) {
+  void** v = static_cast<void**>(calloc(static_cast<size_t>(n), sizeof(void*)));
+  if (!v) abort();
+  for (long i = 0; i < n; i++) v[i] = malloc(size);
+  for (long i = 0; i < n; i++) {
+    if (!v[i]) abort();
+    static_cast<volatile char*>(v[i])[0] = tag;
+  }
+  for (long i = 0; i < n; i++) free(v[i]);
+  free(v);
+}
+
+extern "C" __attribute__((noinline, used, visibility("default"))) void hold_zeta(long n, size_t size) { hold(n, size, 6); }
+extern "C" __attribute__((noinline, used, visibility("default"))) void hold_eta(long n, size_t size) { hold(n, size, 7); }
+
 int main() {
   setvbuf(stdout, nullptr, _IOLBF, 0);
   printf("ready %d\n", static_cast<int>(getpid()));
@@ -83,6 +101,8 @@ int main() {
     else if (cmd == 'n') new_gamma(n, size);
     else if (cmd == 'l') align_delta(n, size);
     else if (cmd == 'r') grow_epsilon(n, size);
+    else if (cmd == 'k') hold_zeta(n, size);
+    else if (cmd == 'h') hold_eta(n, size);
     printf("ok\n");
   }
   return 0;
