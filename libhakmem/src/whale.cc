@@ -81,6 +81,16 @@ uint32_t shard_of(size_t usable) {
   return s < kWhaleShards ? s : kWhaleShards - 1;
 }
 
+// Links a cached entry as its shard's most recent. It belongs to the cache from then on.
+void list_push(WhaleHeader* w) {
+  WhaleShard& s = g_whale[shard_of(w->usable)];
+  LockGuard g(s.lock);
+  w->prev = nullptr;
+  w->next = s.head;
+  if (s.head) s.head->prev = w; else s.tail = w;
+  s.head = w;
+}
+
 void list_unlink(WhaleShard& s, WhaleHeader* w) {
   if (w->prev) w->prev->next = w->next; else s.head = w->next;
   if (w->next) w->next->prev = w->prev; else s.tail = w->prev;
@@ -143,12 +153,7 @@ void split_tail(WhaleHeader* w, size_t usable) {
   w->map_len = split - base;
   w->usable = split - reinterpret_cast<uintptr_t>(w->user);
   g_pagemap.set(split, kMapWhaleHead);
-  WhaleShard& s = g_whale[shard_of(t->usable)];
-  LockGuard g(s.lock);
-  t->prev = nullptr;
-  t->next = s.head;
-  if (s.head) s.head->prev = t; else s.tail = t;
-  s.head = t;
+  list_push(t);
 }
 
 // Grows a detached mapping (user pointer one page past its start) so that `usable` bytes
@@ -372,14 +377,7 @@ void whale_free(Heap* h, void* p, const char* what) {
   const size_t len = w->map_len;
   g_whale_cached.fetch_add(len, std::memory_order_relaxed);
   control_add(Tier::Whale, GlobalCounter::CachedBytes, static_cast<int64_t>(len));
-  WhaleShard& s = g_whale[shard_of(w->usable)];
-  {
-    LockGuard g(s.lock);
-    w->prev = nullptr;
-    w->next = s.head;
-    if (s.head) s.head->prev = w; else s.tail = w;
-    s.head = w;
-  }
+  list_push(w);
   if (g_whale_cached.load(std::memory_order_relaxed) > cap) enforce_cap();
   decay_tick(now);
   decay_thread_maybe_start();

@@ -89,17 +89,28 @@ class Sleeper {
     ctl_ = -1;
   }
 
-  // The child maps the whole file MAP_SHARED, as a process running hakmem maps its segment.
-  // True once it has.
-  bool map_segment(int fd) {
-    char cmd = 'm', reply = 0;
+  // A one-byte command with room for one file descriptor (SCM_RIGHTS), to send or receive.
+  struct CmdMsg {
+    explicit CmdMsg(char c) : cmd(c) {
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = ctrl;
+      msg.msg_controllen = sizeof ctrl;
+    }
+    CmdMsg(const CmdMsg&) = delete;
+    CmdMsg& operator=(const CmdMsg&) = delete;
+    char cmd;
     struct iovec iov{&cmd, 1};
     alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
     struct msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctrl;
-    msg.msg_controllen = sizeof ctrl;
+  };
+
+  // The child maps the whole file MAP_SHARED, as a process running hakmem maps its segment.
+  // True once it has.
+  bool map_segment(int fd) {
+    char reply = 0;
+    CmdMsg m('m');
+    struct msghdr& msg = m.msg;
     struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
@@ -123,15 +134,10 @@ class Sleeper {
  private:
   [[noreturn]] static void serve(int fd) {
     for (;;) {
-      char cmd = 0;
-      struct iovec iov{&cmd, 1};
-      alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
-      struct msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = ctrl;
-      msg.msg_controllen = sizeof ctrl;
+      CmdMsg m(0);
+      struct msghdr& msg = m.msg;
       if (recvmsg(fd, &msg, MSG_CMSG_CLOEXEC) <= 0) _exit(0);  // the test process is gone
+      const char cmd = m.cmd;
       if (cmd == 'x') {
         execlp("sleep", "sleep", "100000", static_cast<char*>(nullptr));
         _exit(127);
