@@ -84,14 +84,21 @@ json stats(DaemonProc& d, pid_t pid) {
 
 uint64_t tier(const json& st, const char* t, const char* f) { return st["tiers"][t][f].get<uint64_t>(); }
 
+// The start of most tests here: the daemon is up, the target runs and the daemon lists it.
+::testing::AssertionResult listed(DaemonProc& d, Target& t) {
+  if (!d.ready()) return ::testing::AssertionFailure() << "daemon not ready: " << d.log();
+  if (!t.ready()) return ::testing::AssertionFailure() << "target not ready";
+  if (!eventually([&] { return d.lists(t.pid()); }))
+    return ::testing::AssertionFailure() << "target " << t.pid() << " not listed: " << d.log();
+  return ::testing::AssertionSuccess();
+}
+
 }  // namespace
 
 TEST(Preload, APreloadedProcessIsDiscoveredAndItsStatsMoveWithItsAllocations) {
   DaemonProc d;
-  ASSERT_TRUE(d.ready()) << d.log();
   Target t(d.shm());
-  ASSERT_TRUE(t.ready());
-  ASSERT_TRUE(eventually([&] { return d.lists(t.pid()); })) << d.log();
+  ASSERT_TRUE(listed(d, t));
 
   json s0 = stats(d, t.pid());
   ASSERT_TRUE(s0.contains("tiers")) << s0.dump();
@@ -163,10 +170,8 @@ bool still_running(pid_t pid) { return waitpid(pid, nullptr, WNOHANG) == 0 && ki
 
 TEST(Preload, AProcessThatExecsAProgramWithoutHakmemIsDroppedAndItsSegmentRemoved) {
   DaemonProc d;
-  ASSERT_TRUE(d.ready()) << d.log();
   Target t(d.shm());
-  ASSERT_TRUE(t.ready());
-  ASSERT_TRUE(eventually([&] { return d.lists(t.pid()); })) << d.log();
+  ASSERT_TRUE(listed(d, t));
   const std::string path = segment_of(d, t.pid());
   ASSERT_TRUE(file_exists(path));
   const uint64_t started = start_ticks_of(t.pid());
@@ -186,10 +191,8 @@ TEST(Preload, AProcessThatExecsAProgramWithoutHakmemIsDroppedAndItsSegmentRemove
 
 TEST(Preload, AProcessThatExecsAProgramWithHakmemStaysListedWithItsNewSegment) {
   DaemonProc d;
-  ASSERT_TRUE(d.ready()) << d.log();
   Target t(d.shm());
-  ASSERT_TRUE(t.ready());
-  ASSERT_TRUE(eventually([&] { return d.lists(t.pid()); })) << d.log();
+  ASSERT_TRUE(listed(d, t));
   const std::string path = segment_of(d, t.pid());
   const uint64_t first_image = created_ns_of(path);
   ASSERT_NE(first_image, 0u);
@@ -211,10 +214,8 @@ TEST(Preload, AProcessThatExecsAProgramWithHakmemStaysListedWithItsNewSegment) {
 
 TEST(Preload, AForkChildWithItsOwnSegmentAndItsParentBothStayListed) {
   DaemonProc d;
-  ASSERT_TRUE(d.ready()) << d.log();
   Target t(d.shm());
-  ASSERT_TRUE(t.ready());
-  ASSERT_TRUE(eventually([&] { return d.lists(t.pid()); })) << d.log();
+  ASSERT_TRUE(listed(d, t));
   t.send("fork");
   const std::string reply = t.read_line();
   ASSERT_EQ(reply.rfind("ok ", 0), 0u) << reply;
@@ -232,11 +233,9 @@ TEST(Preload, AForkChildWithItsOwnSegmentAndItsParentBothStayListed) {
 
 TEST(Preload, ALiveSetChangesTheTargetsBehaviour) {
   DaemonProc d;
-  ASSERT_TRUE(d.ready()) << d.log();
   // No time-based release during the test: only whale.cache_bytes decides what is unmapped.
   Target t(d.shm(), {"HAKMEM_WHALE_DECAY_MS=3600000"});
-  ASSERT_TRUE(t.ready());
-  ASSERT_TRUE(eventually([&] { return d.lists(t.pid()); })) << d.log();
+  ASSERT_TRUE(listed(d, t));
 
   ASSERT_TRUE(t.run("churn 10 4194304"));
   const uint64_t u0 = tier(stats(d, t.pid()), "whale", "os_unmaps");
@@ -272,10 +271,8 @@ TEST(Preload, ConfigDefaultsReachAPreloadedProcess) {
   const std::string cfg = cfgdir.path() + "/hakmemd.json";
   write_file(cfg, R"({"defaults":[{"exe":"daemon_target","knobs":{"tiny.cap":48}}]})");
   DaemonProc d({"--config", cfg});
-  ASSERT_TRUE(d.ready()) << d.log();
   Target t(d.shm());
-  ASSERT_TRUE(t.ready());
-  ASSERT_TRUE(eventually([&] { return d.lists(t.pid()); })) << d.log();
+  ASSERT_TRUE(listed(d, t));
   ASSERT_TRUE(eventually([&] {
     t.run("tick");
     json g = Client(d.socket()).call({{"cmd", "get"}, {"pid", t.pid()}, {"keys", {"tiny.cap"}}});
