@@ -30,9 +30,13 @@ __attribute__((always_inline)) inline void* malloc_inline(size_t n) {
     Magazine& m = h->tiny[c];
     Block* b = m.head;
     if (HK_LIKELY(b != nullptr)) {
-      m.head = b->next;
+      Block* next = b->next;
+      m.head = next;
       m.count--;
       b->cookie = 0;
+      // The next malloc of this class reads next->next: start fetching its line now, so a
+      // run of mallocs does not chase one cache miss after another.
+      __builtin_prefetch(next);
       // The per-class count doubles as the countdown to the periodic check (control_poll,
       // decay): every kTickOps allocations of a class, without a counter of its own.
       std::atomic<uint64_t>& cnt = h->ctl.slot->tiny_class_allocs[c];
