@@ -165,9 +165,14 @@ WhaleHeader* grow(WhaleHeader* w, size_t usable) {
   const size_t lead = static_cast<size_t>(w->user - base);
   const size_t old_len = w->map_len, new_len = lead + usable;
   int err = 0;
+  // The old range leaves the page map before the move: once moved, another thread may map
+  // memory of its own there at once, and a later clear would wipe its entries.
+  g_pagemap.clear_range(reinterpret_cast<uintptr_t>(base), old_len);
   char* q = static_cast<char*>(os_remap(base, old_len, new_len, kChunkSize, &err));
-  if (!q) return nullptr;
-  if (q != base) g_pagemap.clear_range(reinterpret_cast<uintptr_t>(base), old_len);
+  if (!q) {
+    g_pagemap.set_range(reinterpret_cast<uintptr_t>(base), old_len, kMapWhaleHead, kMapWhaleTail);
+    return nullptr;
+  }
   g_pagemap.set_range(reinterpret_cast<uintptr_t>(q), new_len, kMapWhaleHead, kMapWhaleTail);
   WhaleHeader* nw = header_of(q + lead);  // the header moved with its page
   nw->base = q;
