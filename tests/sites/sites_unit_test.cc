@@ -134,6 +134,22 @@ TEST(Symbolizer, NamesAndResolvesOwnFunction) {
   EXPECT_NE(err.find("unknown symbol 'no_such_function_xyz'"), std::string::npos);
   EXPECT_FALSE(sym.resolve(maps, "0x10", {}, &out, &err));
   EXPECT_GE(sym.cached_modules(), 1u);
+  // function_sites: a known function with nothing sampled inside it is no error.
+  ASSERT_TRUE(sym.function_sites(maps, "sites_probe_fn", {}, &out, &err)) << err;
+  EXPECT_TRUE(out.empty());
+  ASSERT_TRUE(sym.function_sites(maps, "sites_probe_fn", {fn + 8, 0x10, fn + 4}, &out, &err)) << err;
+  EXPECT_EQ(out, (std::vector<uint64_t>{fn + 4, fn + 8}));
+  EXPECT_FALSE(sym.function_sites(maps, "no_such_function_xyz", {fn + 4}, &out, &err));
+  EXPECT_NE(err.find("unknown symbol 'no_such_function_xyz'"), std::string::npos);
+}
+
+TEST(Symbolizer, SiteNamesFunction) {
+  EXPECT_TRUE(hakmemd::site_names_function("build_json"));
+  EXPECT_TRUE(hakmemd::site_names_function("ns::Builder::add"));
+  EXPECT_FALSE(hakmemd::site_names_function("build_json+0x1c"));
+  EXPECT_FALSE(hakmemd::site_names_function("libfoo.so+0x10"));
+  EXPECT_FALSE(hakmemd::site_names_function("0x55f5927da34b"));
+  EXPECT_FALSE(hakmemd::site_names_function(""));
 }
 
 proto::RuleValue good(uint32_t id, uint64_t site) {
