@@ -5,6 +5,8 @@
 //   n N SIZE   new_gamma: N operator new[] of SIZE bytes
 //   l N SIZE   align_delta: N posix_memalign(64) of SIZE bytes
 //   r N SIZE   grow_epsilon: N blocks grown by realloc from 16 bytes to SIZE (doubling)
+//   z N SIZE   alloc_zeta's first call site (malloc): N allocations of SIZE bytes
+//   c N SIZE   alloc_zeta's second call site (calloc): the same
 //   q          exit
 // Replies "ok" after each command, and "ready PID" at start.
 #include <stdio.h>
@@ -68,6 +70,20 @@ extern "C" __attribute__((noinline, used, visibility("default"))) void grow_epsi
   }
 }
 
+// One function, two call sites (malloc and calloc cannot be merged into one call): a rule
+// naming the function must cover each of them as it gets sampled.
+extern "C" __attribute__((noinline, used, visibility("default"))) void alloc_zeta(int second, long n, size_t size) {
+  void* prev = nullptr;
+  for (long i = 0; i < n; i++) {
+    void* p = second ? calloc(1, size) : malloc(size);
+    if (!p) abort();
+    static_cast<volatile char*>(p)[0] = 6;
+    free(prev);
+    prev = p;
+  }
+  free(prev);
+}
+
 int main() {
   setvbuf(stdout, nullptr, _IOLBF, 0);
   printf("ready %d\n", static_cast<int>(getpid()));
@@ -83,6 +99,8 @@ int main() {
     else if (cmd == 'n') new_gamma(n, size);
     else if (cmd == 'l') align_delta(n, size);
     else if (cmd == 'r') grow_epsilon(n, size);
+    else if (cmd == 'z') alloc_zeta(0, n, size);
+    else if (cmd == 'c') alloc_zeta(1, n, size);
     printf("ok\n");
   }
   return 0;
