@@ -79,7 +79,8 @@ const std::vector<CommandSpec>& commands() {
        "RULE is KEY=VALUE words: site=SYMBOL+0xOFF | MODULE+0xOFF | 0xADDR (as `hakctl sites` shows;\n"
        "a bare SYMBOL covers every sampled site inside it), optional size=LO-HI (K/M/G), and actions:\n"
        "tier=tiny|pool|bundle|whale|system, cap=N (magazine blocks), prewarm=on|off.\n"
-       "Rules act only while site.rules is on in the process.\n"
+       "Rules act only while site.rules is on in the process. `rules list` also shows hakmemd's\n"
+       "config rules that name a function and wait for a sampled call site of it, as pending.\n"
        "Example: hakctl rules add --pid 1234 'site=build_json+0x1c size=64K-1M tier=whale prewarm=on'"},
       {"version", "hakctl version", "versions of hakctl, the protocol and the running hakmemd", {}, ""},
       {"help", "hakctl help [COMMAND]", "this help, or the help of one command", {}, ""},

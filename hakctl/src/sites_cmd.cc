@@ -109,15 +109,22 @@ std::string render_rules(const json& result) {
     if (u64(p, "rules_rejected") || u64(p, "malformed_slots"))
       out += "warning: " + std::to_string(u64(p, "malformed_slots")) + " malformed rule slot(s) ignored\n";
     off_note(&out, p);
-    if (arr(p, "rules").empty()) {
+    if (arr(p, "rules").empty() && arr(p, "pending_rules").empty()) {
       out += "no rules\n";
       continue;
     }
-    Table t({{"ID", Align::Right}, {"RULE", Align::Left}, {"SITES", Align::Left}});
-    for (const json& r : arr(p, "rules")) {
+    auto site_list = [](const json& r) {
       std::string sites;
       for (const json& s : arr(r, "sites")) sites += (sites.empty() ? "" : ", ") + str(s, "site");
-      t.add_row({str(r, "rule_id"), str(r, "rule"), sites});
+      return sites;
+    };
+    Table t({{"ID", Align::Right}, {"RULE", Align::Left}, {"SITES", Align::Left}});
+    for (const json& r : arr(p, "rules")) t.add_row({str(r, "rule_id"), str(r, "rule"), site_list(r)});
+    // Config rules not (fully) installed: ID "-" until their first call site is.
+    for (const json& r : arr(p, "pending_rules")) {
+      const std::string sites = site_list(r);
+      t.add_row({u64(r, "rule_id") ? str(r, "rule_id") : "-", str(r, "rule"),
+                 "pending: " + (sites.empty() ? "" : sites + ": ") + str(r, "reason")});
     }
     out += t.render();
   }

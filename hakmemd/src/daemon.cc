@@ -96,6 +96,7 @@ struct Daemon::Impl {
   void scan() {
     add_watch();
     reg->scan();
+    sites_follow(*reg);
     arm_pending();
   }
 
@@ -148,6 +149,7 @@ struct Daemon::Impl {
     next.shm_dir = cfg.shm_dir;
     const bool metrics_changed = next.metrics != cfg.metrics;
     cfg = std::move(next);
+    sites_config_reloaded(*reg, cfg.rules);
     set_log_level(cfg.log_level);
     if (metrics_changed) {
       std::string err;

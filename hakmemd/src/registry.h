@@ -39,6 +39,20 @@
 
 namespace hakmemd {
 
+// A config site rule naming a bare function (`site=build_json`), followed in one process by
+// sites.cc: the function's call sites are known only as the process samples them, so the
+// daemon installs each one, under one rule id, as it appears in the site table.
+struct FollowedRule {
+  std::string exe;                 // the config entry's exe pattern
+  std::string rule;                // its rule text, as in the config
+  std::string function;            // the site: the function's name
+  uint32_t id = 0;                 // its rule id in the RuleBlock; 0 until a call site is installed
+  std::vector<uint64_t> installed; // call sites written into rule slots
+  std::vector<uint64_t> waiting;   // call sites found but not installed for want of a free slot
+  std::string reason;              // why nothing is installed yet (rules_list shows it)
+  bool full_logged = false;        // "rule table full" was logged (once until a site fits again)
+};
+
 struct ProcessEntry {
   pid_t pid = 0;
   uid_t uid = 0;
@@ -58,6 +72,8 @@ struct ProcessEntry {
   bool has_mapped_image = false;
   bool unmapped = false;       // maps showed no segment at the last look, first at unmapped_since
   std::chrono::steady_clock::time_point unmapped_since;
+  std::vector<FollowedRule> followed_rules;   // config rules naming a function (sites.cc)
+  std::vector<uint64_t> followed_sites_seen;  // sampled sites (sorted) they were last matched against
 };
 
 // Parses "hakmem.<uid>.<pid>"; false for any other name.

@@ -132,6 +132,61 @@ bool read_tables(ProcessEntry& e, std::vector<SiteRow>* sites, RuleBlockCopy* rb
   return !e.faulted;
 }
 
+// The sampled call-site addresses alone, sorted: what the followed config rules need to see
+// whether anything new was sampled (no symbolization, no /proc reads).
+bool read_site_addrs(ProcessEntry& e, std::vector<uint64_t>* out) {
+  if (e.faulted) return false;
+  out->clear();
+  {
+    BusGuard g(e.map.seg(), e.map.map_len());
+    for (const proto::SiteEntry& se : e.map.seg()->sites)
+      if (const uint64_t a = se.addr.load(std::memory_order_relaxed); a != 0) out->push_back(a);
+    if (g.faulted()) e.faulted = true;
+  }
+  e.map.drop_pages();
+  std::sort(out->begin(), out->end());
+  return !e.faulted;
+}
+
+// The empty slots of a rule block, and the id a new rule gets (one above the largest in use).
+uint32_t free_slots_of(const RuleBlockCopy& rb, std::vector<size_t>* free_slots) {
+  uint32_t id = 1;
+  free_slots->clear();
+  for (size_t i = 0; i < proto::kRuleSlots; i++) {
+    if (rb.check[i] == proto::RuleCheck::Empty) free_slots->push_back(i);
+    else id = std::max(id, rb.rules[i].id + 1);
+  }
+  return id;
+}
+
+proto::RuleValue rule_value(const RuleSpec& spec, uint32_t id, uint64_t site) {
+  proto::RuleValue v;
+  v.id = id;
+  v.site = site;
+  v.min_size = spec.min_size;
+  v.max_size = spec.max_size;
+  v.tier = spec.tier;
+  v.cap = spec.cap;
+  v.prewarm = spec.prewarm;
+  return v;
+}
+
+// Writes values[i] into slot slots[i] (seq protocol), then bumps the rule generation once;
+// false when the segment faulted.
+bool write_slots(ProcessEntry& e, const std::vector<size_t>& slots, const std::vector<proto::RuleValue>& values,
+                 uint64_t* gen) {
+  if (e.faulted) return false;
+  {
+    BusGuard g(e.map.seg(), e.map.map_len());
+    proto::RuleBlock& b = e.map.seg()->rules;
+    for (size_t i = 0; i < values.size(); i++) proto::rule_write(b.rules[slots[i]], &values[i]);
+    *gen = b.generation.fetch_add(1, std::memory_order_release) + 1;
+    if (g.faulted()) e.faulted = true;
+  }
+  e.map.drop_pages();
+  return !e.faulted;
+}
+
 ojson site_json(const SiteRow& r, const Symbolized& sym) {
   ojson o = ojson::object();
   o["addr"] = hex(r.addr);
@@ -218,40 +273,22 @@ ojson install_rule(ProcessEntry& e, const RuleSpec& spec, const std::string& who
   for (const SiteRow& r : rows) sampled.push_back(r.addr);
   if (!symbolizer().resolve(maps, spec.site, sampled, &addrs, &err)) fail(proto::err::kUnknownSymbol, err);
 
-  uint32_t id = 1;
   std::vector<size_t> free_slots;
-  for (size_t i = 0; i < proto::kRuleSlots; i++) {
-    if (rb.check[i] == proto::RuleCheck::Empty) free_slots.push_back(i);
-    else id = std::max(id, rb.rules[i].id + 1);
-  }
+  const uint32_t id = free_slots_of(rb, &free_slots);
   if (free_slots.size() < addrs.size())
     fail(proto::err::kRuleTableFull, "process " + std::to_string(e.pid) + " has " + std::to_string(free_slots.size()) +
                                          " free rule slot(s) of " + std::to_string(proto::kRuleSlots) + ", the rule needs " +
                                          std::to_string(addrs.size()) + "; delete a rule first");
   std::vector<proto::RuleValue> values;
   for (uint64_t a : addrs) {
-    proto::RuleValue v;
-    v.id = id;
-    v.site = a;
-    v.min_size = spec.min_size;
-    v.max_size = spec.max_size;
-    v.tier = spec.tier;
-    v.cap = spec.cap;
-    v.prewarm = spec.prewarm;
+    const proto::RuleValue v = rule_value(spec, id, a);
     if (proto::RuleCheck c = proto::rule_check(v); c != proto::RuleCheck::Ok)
       fail(proto::err::kInvalidRule, proto::rule_check_text(c));
     values.push_back(v);
   }
   uint64_t gen = 0;
-  {
-    BusGuard g(e.map.seg(), e.map.map_len());
-    proto::RuleBlock& b = e.map.seg()->rules;
-    for (size_t i = 0; i < values.size(); i++) proto::rule_write(b.rules[free_slots[i]], &values[i]);
-    gen = b.generation.fetch_add(1, std::memory_order_release) + 1;
-    if (g.faulted()) e.faulted = true;
-  }
-  e.map.drop_pages();
-  if (e.faulted) fail(proto::err::kNoSuchProcess, "process " + std::to_string(e.pid) + " vanished");
+  if (!write_slots(e, free_slots, values, &gen))
+    fail(proto::err::kNoSuchProcess, "process " + std::to_string(e.pid) + " vanished");
   ojson sites = ojson::array();
   for (uint64_t a : addrs) {
     const Symbolized s = symbolizer().symbolize(maps, a);
@@ -266,6 +303,151 @@ ojson install_rule(ProcessEntry& e, const RuleSpec& spec, const std::string& who
   r["generation"] = gen;
   r["site_rules"] = knob != 0;
   return r;
+}
+
+// --- Config rules that name a function, followed per process (FollowedRule in registry.h) ---
+//
+// Such a rule resolves to the function's sampled call sites, and a process that just
+// registered has sampled none. So the rule stays with the process: each scan reads the site
+// addresses (one shared-memory pass, nothing else) and, only when the table holds an address
+// not seen before, reads /proc/PID/maps and looks the function up to install the new call
+// sites inside it under the rule's id. Sites that find no free slot wait and are placed as
+// soon as one frees up. Deleting the rule (rules_del) ends the following.
+
+// /proc/PID/maps, read at most once per pass and only when needed.
+class LazyMaps {
+ public:
+  explicit LazyMaps(pid_t pid) : pid_(pid) {}
+  const std::vector<Mapping>* get() {
+    if (!tried_) {
+      tried_ = true;
+      std::string err;
+      ok_ = read_maps(pid_, &maps_, &err);
+    }
+    return ok_ ? &maps_ : nullptr;
+  }
+
+ private:
+  pid_t pid_;
+  bool tried_ = false, ok_ = false;
+  std::vector<Mapping> maps_;
+};
+
+bool same_action(const proto::RuleValue& v, const RuleSpec& spec) {
+  return v.min_size == spec.min_size && v.max_size == spec.max_size && v.tier == spec.tier && v.cap == spec.cap &&
+         v.prewarm == spec.prewarm;
+}
+
+bool contains_addr(const std::vector<uint64_t>& v, uint64_t a) { return std::find(v.begin(), v.end(), a) != v.end(); }
+
+// True while f's rule id still holds one of its call sites with its action: rules_del may
+// have removed it, and the id may since belong to another rule.
+bool follow_alive(const FollowedRule& f, const RuleSpec& spec, const RuleBlockCopy& rb) {
+  for (size_t i = 0; i < proto::kRuleSlots; i++)
+    if (rb.check[i] == proto::RuleCheck::Ok && rb.rules[i].id == f.id && contains_addr(f.installed, rb.rules[i].site) &&
+        same_action(rb.rules[i], spec))
+      return true;
+  return false;
+}
+
+std::string sites_text(LazyMaps& maps, const std::vector<uint64_t>& addrs) {
+  std::string t;
+  for (uint64_t a : addrs) {
+    Symbolized s = maps.get() ? symbolizer().symbolize(*maps.get(), a) : Symbolized{};
+    s.addr = a;
+    t += (t.empty() ? "" : ", ") + s.text();
+  }
+  return t;
+}
+
+// Writes f's waiting call sites into free slots (as many as there are); `rb` is kept in step
+// with what was written. `late`: the process registered earlier (the rule was pending).
+void follow_place(ProcessEntry& e, FollowedRule& f, const RuleSpec& spec, RuleBlockCopy& rb, LazyMaps& maps,
+                  bool late) {
+  if (f.waiting.empty()) return;
+  std::vector<size_t> free_slots;
+  const uint32_t next_id = free_slots_of(rb, &free_slots);
+  const uint32_t id = f.id ? f.id : next_id;
+  const size_t n = std::min(free_slots.size(), f.waiting.size());
+  if (n < f.waiting.size() && !f.full_logged) {
+    spdlog::warn("config rule '{}' for '{}': process {} ({}) has no free rule slot (of {}) for {} call site(s) of {}; "
+                 "they are installed when a rule is deleted (hakctl rules del)",
+                 f.rule, f.exe, e.pid, e.exe, proto::kRuleSlots, f.waiting.size() - n, f.function);
+    f.full_logged = true;
+  }
+  if (n == 0) return;
+  std::vector<proto::RuleValue> values;
+  for (size_t i = 0; i < n; i++) {
+    const proto::RuleValue v = rule_value(spec, id, f.waiting[i]);
+    if (proto::rule_check(v) != proto::RuleCheck::Ok) return;  // validated at load: cannot happen
+    values.push_back(v);
+  }
+  uint64_t gen = 0;
+  if (!write_slots(e, free_slots, values, &gen)) return;
+  for (size_t i = 0; i < n; i++) {
+    rb.check[free_slots[i]] = proto::RuleCheck::Ok;
+    rb.rules[free_slots[i]] = values[i];
+  }
+  const std::vector<uint64_t> placed(f.waiting.begin(), f.waiting.begin() + static_cast<ptrdiff_t>(n));
+  f.waiting.erase(f.waiting.begin(), f.waiting.begin() + static_cast<ptrdiff_t>(n));
+  if (f.waiting.empty()) f.full_logged = false;
+  const bool first = f.installed.empty();
+  f.id = id;
+  f.installed.insert(f.installed.end(), placed.begin(), placed.end());
+  std::sort(f.installed.begin(), f.installed.end());
+  f.reason.clear();
+  if (first)
+    spdlog::info("{}config rule '{}' for '{}' installed in process {} ({}): rule {} at {}", late ? "pending " : "",
+                 f.rule, f.exe, e.pid, e.exe, id, sites_text(maps, placed));
+  else
+    spdlog::info("config rule '{}' for '{}': rule {} in process {} ({}) gained call site(s) {}", f.rule, f.exe, id,
+                 e.pid, e.exe, sites_text(maps, placed));
+}
+
+// One pass over e's followed rules. `force` matches them against the site table even when
+// it did not change (at registration).
+void follow_update(ProcessEntry& e, bool force) {
+  if (e.followed_rules.empty() || e.faulted) return;
+  std::vector<uint64_t> sampled;
+  if (!read_site_addrs(e, &sampled)) return;
+  const bool fresh = force || sampled != e.followed_sites_seen;
+  const bool waiting = std::any_of(e.followed_rules.begin(), e.followed_rules.end(),
+                                   [](const FollowedRule& f) { return !f.waiting.empty(); });
+  if (!fresh && !waiting) return;  // the common case: nothing new sampled, nothing to place
+  RuleBlockCopy rb;
+  if (!read_tables(e, nullptr, &rb, nullptr)) return;
+  LazyMaps maps(e.pid);
+  if (fresh && !maps.get()) return;  // the process is going away; the scan drops it
+  for (auto it = e.followed_rules.begin(); it != e.followed_rules.end();) {
+    FollowedRule& f = *it;
+    RuleSpec spec;
+    std::string err;
+    if (!rule_parse(f.rule, &spec, &err)) {  // validated at config load: cannot happen
+      it = e.followed_rules.erase(it);
+      continue;
+    }
+    if (f.id != 0 && !follow_alive(f, spec, rb)) {
+      spdlog::info("config rule '{}' for '{}': rule {} was deleted from process {} ({}); new call sites of {} are not "
+                   "installed any more",
+                   f.rule, f.exe, f.id, e.pid, e.exe, f.function);
+      it = e.followed_rules.erase(it);
+      continue;
+    }
+    if (fresh) {
+      std::vector<uint64_t> found;
+      if (!symbolizer().function_sites(*maps.get(), f.function, sampled, &found, &err)) {
+        if (f.installed.empty()) f.reason = err;
+      } else {
+        for (uint64_t a : found)
+          if (!contains_addr(f.installed, a) && !contains_addr(f.waiting, a)) f.waiting.push_back(a);
+        if (f.installed.empty() && f.waiting.empty()) f.reason = "no call site inside " + f.function + " sampled yet";
+      }
+    }
+    follow_place(e, f, spec, rb, maps, !force);
+    ++it;
+  }
+  if (e.followed_rules.empty()) e.followed_sites_seen = {};
+  else if (fresh) e.followed_sites_seen = std::move(sampled);
 }
 
 std::string rule_field(const ojson& req) {
@@ -310,14 +492,22 @@ ojson cmd_rules_list(Registry& reg, const ojson& req, uid_t uid) {
       s.addr = v.site;
       auto it = by_id.find(v.id);
       if (it == by_id.end()) {
+        // A config rule naming a function shows as written: it covers each call site of it.
+        const FollowedRule* fr = nullptr;
+        for (const FollowedRule& f : e->followed_rules)
+          if (f.id == v.id && contains_addr(f.installed, v.site)) fr = &f;
         ojson r = ojson::object();
         r["rule_id"] = v.id;
-        r["rule"] = rule_text(s.spec(), v);
+        r["rule"] = rule_text(fr ? fr->function : s.spec(), v);
         r["min_size"] = v.min_size;
         r["max_size"] = v.max_size;
         r["tier"] = tier_name(v.tier);
         r["cap"] = v.cap;
         r["prewarm"] = v.prewarm < 0 ? "-" : v.prewarm ? "on" : "off";
+        if (fr) {
+          r["config"] = fr->exe;
+          r["follows"] = fr->function;
+        }
         r["sites"] = ojson::array();
         it = by_id.emplace(v.id, std::move(r)).first;
       }
@@ -325,6 +515,25 @@ ojson cmd_rules_list(Registry& reg, const ojson& req, uid_t uid) {
     }
     ojson rules = ojson::array();
     for (auto& [id, r] : by_id) rules.push_back(std::move(r));
+    // Config rules with call sites not (yet) in any slot: shown, not hidden.
+    ojson pending = ojson::array();
+    for (const FollowedRule& f : e->followed_rules) {
+      if (!f.installed.empty() && f.waiting.empty()) continue;
+      ojson r = ojson::object();
+      r["rule"] = f.rule;
+      r["config"] = f.exe;
+      r["rule_id"] = f.id;
+      r["reason"] = f.waiting.empty() ? f.reason
+                                      : "no free rule slot (" + std::to_string(proto::kRuleSlots) +
+                                            " per process): delete a rule to make room";
+      r["sites"] = ojson::array();
+      for (uint64_t a : f.waiting) {
+        Symbolized s = have_maps ? symbolizer().symbolize(maps, a) : Symbolized{};
+        s.addr = a;
+        r["sites"].push_back({{"addr", hex(a)}, {"site", s.text()}});
+      }
+      pending.push_back(std::move(r));
+    }
     ojson p = ojson::object();
     p["pid"] = static_cast<int64_t>(e->pid);
     p["exe"] = e->exe;
@@ -336,6 +545,7 @@ ojson cmd_rules_list(Registry& reg, const ojson& req, uid_t uid) {
     p["rule_hits"] = rb.hits;
     p["malformed_slots"] = malformed;
     p["rules"] = std::move(rules);
+    p["pending_rules"] = std::move(pending);
     list.push_back(std::move(p));
   }
   return {{"processes", std::move(list)}};
@@ -544,6 +754,7 @@ SitesResult sites_command(Registry& reg, const std::string& cmd, const ojson& re
 }
 
 void sites_apply_config(ProcessEntry& e, const std::vector<ConfigRule>& rules) {
+  const size_t followed_before = e.followed_rules.size();
   for (const ConfigRule& cr : rules) {
     if (!exe_matches(cr.exe, e.exe)) continue;
     RuleSpec spec;
@@ -552,11 +763,54 @@ void sites_apply_config(ProcessEntry& e, const std::vector<ConfigRule>& rules) {
       spdlog::error("config rule '{}' for '{}': {}", cr.rule, cr.exe, err);
       continue;
     }
+    if (site_names_function(spec.site)) {
+      // Its call sites are known only once sampled: followed for the life of the process.
+      FollowedRule f;
+      f.exe = cr.exe;
+      f.rule = cr.rule;
+      f.function = spec.site;
+      f.reason = "no call site inside " + spec.site + " sampled yet";
+      e.followed_rules.push_back(std::move(f));
+      continue;
+    }
     try {
       install_rule(e, spec, "config rule for '" + cr.exe + "'");
     } catch (const Fail& f) {
       spdlog::warn("config rule '{}' not installed in process {} ({}): {}", cr.rule, e.pid, e.exe, f.message);
     }
+  }
+  if (e.followed_rules.size() == followed_before) return;
+  follow_update(e, true);
+  for (size_t i = followed_before; i < e.followed_rules.size(); i++) {
+    const FollowedRule& f = e.followed_rules[i];
+    if (f.installed.empty())
+      spdlog::info("config rule '{}' for '{}' pending in process {} ({}): {}; tried again whenever the process "
+                   "samples new call sites (site.rules=1)",
+                   f.rule, f.exe, e.pid, e.exe, f.reason);
+  }
+}
+
+void sites_follow(Registry& reg) {
+  for (ProcessEntry* e : reg.list()) follow_update(*e, false);
+}
+
+void sites_config_reloaded(Registry& reg, const std::vector<ConfigRule>& rules) {
+  for (ProcessEntry* e : reg.list()) {
+    auto& fr = e->followed_rules;
+    for (auto it = fr.begin(); it != fr.end();) {
+      const bool kept = std::any_of(rules.begin(), rules.end(),
+                                    [&](const ConfigRule& cr) { return cr.exe == it->exe && cr.rule == it->rule; });
+      if (kept) {
+        ++it;
+        continue;
+      }
+      spdlog::info("config rule '{}' for '{}' is no longer in the configuration: process {} ({}) stops following "
+                   "{}{}",
+                   it->rule, it->exe, e->pid, e->exe, it->function,
+                   it->id ? "; rule " + std::to_string(it->id) + " stays installed" : std::string());
+      it = fr.erase(it);
+    }
+    if (fr.empty()) e->followed_sites_seen = {};
   }
 }
 

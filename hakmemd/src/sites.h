@@ -1,6 +1,7 @@
 // Site rules in hakmemd (issue 9): the `sites`, `rules_add`, `rules_list` and `rules_del`
 // commands (proto/PROTOCOL.md), the rule text syntax, and persistent rules from the config
-// ("rules": [{"exe": pattern, "rule": text}]) installed when a matching process appears.
+// ("rules": [{"exe": pattern, "rule": text}]) installed when a matching process appears (and,
+// for a rule naming a bare function, as the process samples call sites inside it).
 //
 // The daemon owns rule ids and validation: a rule is parsed, its site resolved to run-time
 // addresses with the symbolizer, checked with proto::rule_check(), then written into free
@@ -54,7 +55,16 @@ bool sites_is_command(const std::string& cmd);
 SitesResult sites_command(Registry& reg, const std::string& cmd, const nlohmann::ordered_json& req, uid_t peer_uid);
 // The config file's "rules" array: [{"exe": pattern, "rule": text}]; each text must parse.
 bool config_parse_site_rules(const nlohmann::json& j, std::vector<ConfigRule>* out, std::string* error);
-// Installs the config rules whose exe pattern matches a newly registered process.
+// Installs the config rules whose exe pattern matches a newly registered process. A rule
+// whose site is a bare function is followed instead (FollowedRule): installed for each call
+// site inside the function as the process samples it, by sites_follow().
 void sites_apply_config(ProcessEntry& e, const std::vector<ConfigRule>& rules);
+// One pass over every process's followed config rules (the daemon calls it after each scan).
+// Costs one read of the site addresses per such process; the symbolizer and /proc/PID/maps
+// only when the site table holds an address not seen before.
+void sites_follow(Registry& reg);
+// After a config reload: followed rules no longer in `rules` stop being followed (what they
+// installed stays, like any installed rule).
+void sites_config_reloaded(Registry& reg, const std::vector<ConfigRule>& rules);
 
 }  // namespace hakmemd

@@ -42,6 +42,15 @@ std::string demangle(const std::string& name) {
 
 bool is_file_path(const std::string& p) { return !p.empty() && p[0] == '/'; }
 
+// The distinct file-backed executable modules, in map order (the executable first).
+std::vector<std::string> exec_modules(const std::vector<Mapping>& maps) {
+  std::vector<std::string> paths;
+  for (const Mapping& m : maps)
+    if (m.exec && is_file_path(m.path) && std::find(paths.begin(), paths.end(), m.path) == paths.end())
+      paths.push_back(m.path);
+  return paths;
+}
+
 }  // namespace
 
 bool parse_offset(const std::string& s, uint64_t* out) {
@@ -64,6 +73,13 @@ bool parse_offset(const std::string& s, uint64_t* out) {
   }
   *out = v;
   return true;
+}
+
+bool site_names_function(const std::string& spec) {
+  uint64_t a;
+  if (spec.empty() || (spec.rfind("0x", 0) == 0 && parse_offset(spec, &a))) return false;
+  const size_t plus = spec.rfind('+');
+  return plus == std::string::npos || plus == 0;
 }
 
 bool read_maps(pid_t pid, std::vector<Mapping>* out, std::string* error) {
@@ -295,56 +311,9 @@ bool Symbolizer::resolve(const std::vector<Mapping>& maps, const std::string& sp
     name = spec.substr(0, plus);
     has_off = true;
   }
-  // The distinct file-backed executable modules, in map order (the executable first).
-  std::vector<std::string> paths;
-  for (const Mapping& m : maps)
-    if (m.exec && is_file_path(m.path) && std::find(paths.begin(), paths.end(), m.path) == paths.end())
-      paths.push_back(m.path);
-  // module+offset: a module named by path or base name.
-  if (has_off) {
-    for (const std::string& p : paths) {
-      if (p != name && basename_of(p) != name) continue;
-      auto mod = module(p);
-      if (!mod) {
-        *error = "cannot read the symbols of " + p;
-        return false;
-      }
-      if (!runtime_addr(maps, p, *mod, off, &a)) {
-        *error = "offset " + hex(off) + " is outside the loaded parts of " + p;
-        return false;
-      }
-      out->push_back(a);
-      return true;
-    }
-  }
-  // symbol[+offset]: the first module (in map order) that defines it.
-  for (const std::string& p : paths) {
-    auto mod = module(p);
-    if (!mod) continue;
-    const ElfSymbol* sym = mod->find(name);
-    if (!sym) continue;
-    if (has_off) {
-      if (sym->size && off >= sym->size) {
-        *error = "offset " + hex(off) + " is past the end of " + name + " (" + std::to_string(sym->size) + " bytes)";
-        return false;
-      }
-      if (!runtime_addr(maps, p, *mod, sym->value + off, &a)) {
-        *error = name + " in " + p + " is not mapped";
-        return false;
-      }
-      out->push_back(a);
-      return true;
-    }
+  if (!has_off) {
     // A bare function name: every sampled call site inside it.
-    uint64_t lo, hi;
-    if (!runtime_addr(maps, p, *mod, sym->value, &lo)) {
-      *error = name + " in " + p + " is not mapped";
-      return false;
-    }
-    hi = lo + (sym->size ? sym->size : 1);
-    for (uint64_t s : sampled)
-      if (s >= lo && s < hi) out->push_back(s);
-    std::sort(out->begin(), out->end());
+    if (!function_sites(maps, name, sampled, out, error)) return false;
     if (out->empty()) {
       *error = "no sampled call site inside " + name + " yet: a rule matches a call site (a return address); "
                "give " + name + "+0xOFF as `hakctl sites` shows it, or let the process run with site.rules=1 first";
@@ -352,8 +321,66 @@ bool Symbolizer::resolve(const std::vector<Mapping>& maps, const std::string& sp
     }
     return true;
   }
-  *error = "unknown symbol '" + name + "': no function of that name (and no module" +
-           (has_off ? " of that name" : " with an offset") + ") in process's executable mappings";
+  const std::vector<std::string> paths = exec_modules(maps);
+  // module+offset: a module named by path or base name.
+  for (const std::string& p : paths) {
+    if (p != name && basename_of(p) != name) continue;
+    auto mod = module(p);
+    if (!mod) {
+      *error = "cannot read the symbols of " + p;
+      return false;
+    }
+    if (!runtime_addr(maps, p, *mod, off, &a)) {
+      *error = "offset " + hex(off) + " is outside the loaded parts of " + p;
+      return false;
+    }
+    out->push_back(a);
+    return true;
+  }
+  // symbol+offset: the first module (in map order) that defines it.
+  for (const std::string& p : paths) {
+    auto mod = module(p);
+    if (!mod) continue;
+    const ElfSymbol* sym = mod->find(name);
+    if (!sym) continue;
+    if (sym->size && off >= sym->size) {
+      *error = "offset " + hex(off) + " is past the end of " + name + " (" + std::to_string(sym->size) + " bytes)";
+      return false;
+    }
+    if (!runtime_addr(maps, p, *mod, sym->value + off, &a)) {
+      *error = name + " in " + p + " is not mapped";
+      return false;
+    }
+    out->push_back(a);
+    return true;
+  }
+  *error = "unknown symbol '" + name + "': no function of that name (and no module of that name) in process's "
+           "executable mappings";
+  return false;
+}
+
+bool Symbolizer::function_sites(const std::vector<Mapping>& maps, const std::string& name,
+                                const std::vector<uint64_t>& sampled, std::vector<uint64_t>* out, std::string* error) {
+  out->clear();
+  // The first module (in map order) that defines it.
+  for (const std::string& p : exec_modules(maps)) {
+    auto mod = module(p);
+    if (!mod) continue;
+    const ElfSymbol* sym = mod->find(name);
+    if (!sym) continue;
+    uint64_t lo;
+    if (!runtime_addr(maps, p, *mod, sym->value, &lo)) {
+      *error = name + " in " + p + " is not mapped";
+      return false;
+    }
+    const uint64_t hi = lo + (sym->size ? sym->size : 1);
+    for (uint64_t s : sampled)
+      if (s >= lo && s < hi) out->push_back(s);
+    std::sort(out->begin(), out->end());
+    return true;
+  }
+  *error = "unknown symbol '" + name + "': no function of that name (and no module with an offset) in process's "
+           "executable mappings";
   return false;
 }
 

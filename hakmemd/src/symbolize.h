@@ -74,6 +74,10 @@ class Symbolizer {
   // offset) names a function, and resolves to each sampled site inside it.
   bool resolve(const std::vector<Mapping>& maps, const std::string& spec, const std::vector<uint64_t>& sampled,
                std::vector<uint64_t>* out, std::string* error);
+  // The sampled call sites inside the function `name` (sorted; possibly none): true when some
+  // executable module of the process defines it, false with *error when none does.
+  bool function_sites(const std::vector<Mapping>& maps, const std::string& name, const std::vector<uint64_t>& sampled,
+                      std::vector<uint64_t>* out, std::string* error);
   size_t cached_modules() const { return cache_.size(); }
 
  private:
@@ -87,5 +91,8 @@ class Symbolizer {
 
 // Parses "0x1c", "28": false on anything else.
 bool parse_offset(const std::string& s, uint64_t* out);
+// True when a site spec is a bare function name (no "+OFF", not an address): it stands for
+// every call site inside the function, known only as the process samples them.
+bool site_names_function(const std::string& spec);
 
 }  // namespace hakmemd

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include "client.h"
+#include "sites_cmd.h"
 #include "hakmem/proto/knobs.h"
 #include "table.h"
 #include "units.h"
@@ -196,4 +197,33 @@ TEST(Views, KnobValueText) {
   EXPECT_EQ(knob_value_text("tiny.prewarm", json(true)), "1");
   EXPECT_EQ(knob_value_text("no.such", json(5)), "5");
   EXPECT_EQ(knob_value_text("tiny.cap", json("auto")), "auto");
+}
+
+// rules list: installed rules, then config rules still waiting for a call site (ID "-") or for
+// a free slot (their id, the waiting sites).
+TEST(Views, RulesListShowsPendingConfigRules) {
+  const json r = json::parse(R"J({"processes":[{"pid":42,"exe":"/usr/bin/svc","site_rules":true,
+    "generation":3,"applied_generation":3,"rule_hits":10,
+    "rules":[{"rule_id":1,"rule":"site=build_json tier=whale","config":"*/svc","follows":"build_json",
+              "sites":[{"addr":"0x10","site":"build_json+0x1c (svc)"}]}],
+    "pending_rules":[{"rule":"site=parse tier=pool","config":"*/svc","rule_id":0,
+                      "reason":"no call site inside parse sampled yet","sites":[]},
+                     {"rule":"site=emit tier=bundle","config":"*/svc","rule_id":2,
+                      "reason":"no free rule slot (64 per process): delete a rule to make room",
+                      "sites":[{"addr":"0x20","site":"emit+0x8 (svc)"}]}]}]})J");
+  EXPECT_EQ(render_rules(r),
+            "pid 42  /usr/bin/svc  site.rules on  generation 3 (applied 3)  rule hits 10\n"
+            "ID  RULE                        SITES\n"
+            " 1  site=build_json tier=whale  build_json+0x1c (svc)\n"
+            " -  site=parse tier=pool        pending: no call site inside parse sampled yet\n"
+            " 2  site=emit tier=bundle       pending: emit+0x8 (svc): no free rule slot (64 per process): delete a "
+            "rule to make room\n");
+  // Only pending rules: a table, not "no rules"; a daemon without pending_rules: as before.
+  json only = r;
+  only["processes"][0]["rules"] = json::array();
+  EXPECT_EQ(render_rules(only).find("no rules"), std::string::npos);
+  json old = r;
+  old["processes"][0].erase("pending_rules");
+  old["processes"][0]["rules"] = json::array();
+  EXPECT_NE(render_rules(old).find("no rules"), std::string::npos);
 }

@@ -2,7 +2,9 @@
 // real hakctl, and sites_target preloaded with libhakmem. Asserts that `hakctl sites` names
 // both allocating functions, that a rule routes one of them to the whale tier (the whale
 // allocation counter rises by exactly its allocations, the other function's do not move it),
-// that deleting the rule stops the routing, and that a config rule reaches a new process.
+// that deleting the rule stops the routing, and that a config rule reaches a new process,
+// also when it names a bare function whose call sites are sampled only after the process
+// registered.
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -10,7 +12,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
+#include <functional>
 #include <memory>
 
 #include "fake_server.h"
@@ -70,6 +74,19 @@ class Sites : public ::testing::Test {
   }
 
   void write_config(const std::string& text) { std::ofstream(config_) << text; }
+  // Writes the config and has the daemon reload it (SIGHUP); true once its log says so.
+  bool reload_config(const std::string& text) {
+    write_config(text);
+    const size_t before = count(log(), "configuration reloaded");
+    if (kill(daemon_.pid, SIGHUP) != 0) return false;
+    for (int i = 0; i < 500 && count(log(), "configuration reloaded") == before; i++) pause_ms(20);
+    return count(log(), "configuration reloaded") > before;
+  }
+  static size_t count(const std::string& hay, const std::string& needle) {
+    size_t n = 0;
+    for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) n++;
+    return n;
+  }
 
   std::string log() {
     std::ifstream f(dir_.path + "/hakmemd.log");
@@ -119,6 +136,32 @@ class Sites : public ::testing::Test {
     for (const json& s : j.at("processes").at(0).at("by_bytes"))
       if (s.value("function", "") == function) return s.value("spec", "");
     return {};
+  }
+  // The process's object in `hakctl rules list --json`.
+  json rules_of(int pid) { return hakctl_json({"rules", "list", "--pid", std::to_string(pid)}).at("processes").at(0); }
+  // The installed rule (from `rules list --json`) with at least `min_sites` sites inside
+  // `function`, or null.
+  json rule_covering(int pid, const std::string& function, size_t min_sites = 1) {
+    const json p = rules_of(pid);
+    for (const json& r : p.value("rules", json::array())) {
+      size_t n = 0;
+      for (const json& s : r.value("sites", json::array()))
+        if (s.value("site", "").rfind(function + "+0x", 0) == 0) n++;
+      if (n >= min_sites) return r;
+    }
+    return nullptr;
+  }
+  // Runs `workload` in t until the daemon has installed a rule covering `min_sites` call sites
+  // of `function` (it needs a sample of each and a scan); null if that never happens. The
+  // deadline is generous: this waits for a condition, it times nothing.
+  json run_until_covered(Target* t, const std::string& workload, const std::string& function, size_t min_sites = 1) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    for (;;) {
+      json r = rule_covering(t->pid, function, min_sites);
+      if (!r.is_null() || std::chrono::steady_clock::now() > deadline) return r;
+      if (!t->run(workload)) return nullptr;
+      pause_ms(20);
+    }
   }
 
   TempDir dir_;
@@ -292,11 +335,9 @@ TEST_F(Sites, ConfigRuleReachesNewProcess) {
   ASSERT_FALSE(spec.empty());
   // Same executable, same offset: a persistent rule for every sites_target, and site.rules
   // turned on for it by a knob default (no environment needed).
-  write_config(R"({"defaults": [{"exe": "sites_target", "knobs": {"site.rules": 1}}],
-                   "rules": [{"exe": "*/sites_target", "rule": "site=)" + spec + R"( size=32K-1M tier=whale"}]})");
-  ASSERT_EQ(kill(daemon_.pid, SIGHUP), 0);
-  for (int i = 0; i < 500 && !contains(log(), "configuration reloaded"); i++) pause_ms(20);
-  ASSERT_TRUE(contains(log(), "configuration reloaded")) << log();
+  ASSERT_TRUE(reload_config(R"({"defaults": [{"exe": "sites_target", "knobs": {"site.rules": 1}}],
+                   "rules": [{"exe": "*/sites_target", "rule": "site=)" + spec + R"( size=32K-1M tier=whale"}]})"))
+      << log();
 
   Target* t = start_target();
   ASSERT_TRUE(t);
@@ -312,6 +353,86 @@ TEST_F(Sites, ConfigRuleReachesNewProcess) {
   EXPECT_EQ(tier_allocs(t->pid, "whale") - whale0, 200u);
   // The first process predates the config rule: untouched.
   EXPECT_TRUE(contains(hakctl({"rules", "list", "--pid", std::to_string(first->pid)}).out, "no rules"));
+}
+
+// A config rule naming a bare function cannot resolve when the process registers: nothing is
+// sampled yet. It waits (and `rules list` says so), and is installed once the daemon sees a
+// sampled call site inside the function; from then on the function's allocations go to whale.
+TEST_F(Sites, ConfigRuleForFunctionWaitsForItsCallSite) {
+  ASSERT_TRUE(reload_config(R"({"defaults": [{"exe": "sites_target", "knobs": {"site.rules": 1}}],
+                   "rules": [{"exe": "*/sites_target", "rule": "site=alloc_alpha tier=whale"}]})"))
+      << log();
+  Target* t = start_target();
+  ASSERT_TRUE(t);
+  const std::string pid = std::to_string(t->pid);
+
+  // Registered with an empty site table: the rule is pending, not silently dropped.
+  json p = rules_of(t->pid);
+  EXPECT_TRUE(p.at("rules").empty()) << p.dump(2);
+  ASSERT_EQ(p.value("pending_rules", json::array()).size(), 1u) << p.dump(2) << log();
+  EXPECT_EQ(p["pending_rules"][0].value("rule", ""), "site=alloc_alpha tier=whale");
+  EXPECT_EQ(p["pending_rules"][0].value("config", ""), "*/sites_target");
+  EXPECT_EQ(p["pending_rules"][0].value("rule_id", 1u), 0u);
+  EXPECT_TRUE(p["pending_rules"][0].at("sites").empty());
+  RunResult list = hakctl({"rules", "list", "--pid", pid});
+  ASSERT_EQ(list.status, 0) << list.err;
+  EXPECT_TRUE(contains(list.out, "site=alloc_alpha tier=whale")) << list.out;
+  EXPECT_TRUE(contains(list.out, "pending: no call site inside alloc_alpha sampled yet")) << list.out;
+  EXPECT_FALSE(contains(list.out, "no rules")) << list.out;
+
+  // site.rules=1 from the config default reaches the thread at its periodic knob check
+  // (every 4096 tiny allocations of a class); then alloc_alpha gets sampled.
+  ASSERT_TRUE(t->run("b 10000 64"));
+  const json rule = run_until_covered(t, "a 100 65536", "alloc_alpha");
+  ASSERT_FALSE(rule.is_null()) << "the pending config rule was never installed:\n"
+                               << rules_of(t->pid).dump(2) << "\n" << log();
+  EXPECT_EQ(rule.value("rule", ""), "site=alloc_alpha tier=whale");
+  EXPECT_EQ(rule.value("follows", ""), "alloc_alpha");
+  EXPECT_EQ(rule.value("config", ""), "*/sites_target");
+  EXPECT_TRUE(rules_of(t->pid).value("pending_rules", json::array()).empty());
+  EXPECT_TRUE(contains(log(), "pending config rule 'site=alloc_alpha tier=whale' for '*/sites_target' installed"))
+      << log();
+  list = hakctl({"rules", "list", "--pid", pid});
+  EXPECT_TRUE(contains(list.out, "alloc_alpha+0x")) << list.out;
+  EXPECT_FALSE(contains(list.out, "pending")) << list.out;
+
+  // Routed: alloc_alpha's 64 KiB blocks (bundle by default) now come from the whale tier,
+  // alloc_beta's do not.
+  const uint64_t whale0 = tier_allocs(t->pid, "whale");
+  ASSERT_TRUE(t->run("a 200 65536"));
+  ASSERT_TRUE(t->run("b 200 65536"));
+  EXPECT_EQ(tier_allocs(t->pid, "whale") - whale0, 200u);
+}
+
+// A function with two call sites, sampled one after the other: the config rule covers the
+// first as soon as it is seen and gains the second, under the same rule id, when that one
+// is sampled later.
+TEST_F(Sites, ConfigRuleForFunctionGainsLaterCallSites) {
+  ASSERT_TRUE(reload_config(R"({"defaults": [{"exe": "sites_target", "knobs": {"site.rules": 1}}],
+                   "rules": [{"exe": "*/sites_target", "rule": "site=alloc_zeta tier=whale"}]})"))
+      << log();
+  Target* t = start_target();
+  ASSERT_TRUE(t);
+  ASSERT_TRUE(t->run("b 10000 64"));  // site.rules on in the thread (see above)
+
+  const json first = run_until_covered(t, "z 100 65536", "alloc_zeta");
+  ASSERT_FALSE(first.is_null()) << rules_of(t->pid).dump(2) << "\n" << log();
+  ASSERT_EQ(first.at("sites").size(), 1u) << first.dump(2);
+  const uint64_t id = first.at("rule_id").get<uint64_t>();
+  uint64_t whale0 = tier_allocs(t->pid, "whale");
+  ASSERT_TRUE(t->run("z 200 65536"));
+  EXPECT_EQ(tier_allocs(t->pid, "whale") - whale0, 200u);
+
+  const json both = run_until_covered(t, "c 100 65536", "alloc_zeta", 2);
+  ASSERT_FALSE(both.is_null()) << "the second call site was never added:\n"
+                               << rules_of(t->pid).dump(2) << "\n" << log();
+  EXPECT_EQ(both.at("rule_id").get<uint64_t>(), id) << both.dump(2);
+  EXPECT_EQ(both.at("sites").size(), 2u) << both.dump(2);
+  EXPECT_EQ(rules_of(t->pid).at("rules").size(), 1u);
+  whale0 = tier_allocs(t->pid, "whale");
+  ASSERT_TRUE(t->run("c 200 65536"));
+  ASSERT_TRUE(t->run("z 200 65536"));
+  EXPECT_EQ(tier_allocs(t->pid, "whale") - whale0, 400u);
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 //   r N SIZE   grow_epsilon: N blocks grown by realloc from 16 bytes to SIZE (doubling)
 //   k N SIZE   hold_zeta: N blocks of SIZE live at once (first byte written), then all freed
 //   h N SIZE   hold_eta: the same from another function
+//   z N SIZE   alloc_zeta's first call site (malloc): N allocations of SIZE bytes
+//   c N SIZE   alloc_zeta's second call site (calloc): the same
 //   q          exit
 // Replies "ok" after each command, and "ready PID" at start.
 #include <stdio.h>
@@ -86,6 +88,20 @@ __attribute__((always_inline)) inline void hold(long n, size_t size, char tag) {
 extern "C" __attribute__((noinline, used, visibility("default"))) void hold_zeta(long n, size_t size) { hold(n, size, 6); }
 extern "C" __attribute__((noinline, used, visibility("default"))) void hold_eta(long n, size_t size) { hold(n, size, 7); }
 
+// One function, two call sites (malloc and calloc cannot be merged into one call): a rule
+// naming the function must cover each of them as it gets sampled.
+extern "C" __attribute__((noinline, used, visibility("default"))) void alloc_zeta(int second, long n, size_t size) {
+  void* prev = nullptr;
+  for (long i = 0; i < n; i++) {
+    void* p = second ? calloc(1, size) : malloc(size);
+    if (!p) abort();
+    static_cast<volatile char*>(p)[0] = 6;
+    free(prev);
+    prev = p;
+  }
+  free(prev);
+}
+
 int main() {
   setvbuf(stdout, nullptr, _IOLBF, 0);
   printf("ready %d\n", static_cast<int>(getpid()));
@@ -103,6 +119,8 @@ int main() {
     else if (cmd == 'r') grow_epsilon(n, size);
     else if (cmd == 'k') hold_zeta(n, size);
     else if (cmd == 'h') hold_eta(n, size);
+    else if (cmd == 'z') alloc_zeta(0, n, size);
+    else if (cmd == 'c') alloc_zeta(1, n, size);
     printf("ok\n");
   }
   return 0;

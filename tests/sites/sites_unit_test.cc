@@ -1,11 +1,16 @@
 // Unit tests of site rules: the rule text syntax (hakmemd), the symbolizer on this binary,
-// proto's rule check and seq protocol, and libhakmem's compiled rule table fed malformed
-// entries (it must ignore them and keep the valid ones).
+// proto's rule check and seq protocol, libhakmem's compiled rule table fed malformed
+// entries (it must ignore them and keep the valid ones), and hakmemd following a config rule
+// that names a function in this very process (registered through a segment of its own).
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <memory>
+
 #include "config.h"
+#include "fake_segment.h"
 #include "hakmem/proto/site_rules.h"
+#include "registry.h"
 #include "site_rules.h"
 #include "sites.h"
 #include "symbolize.h"
@@ -15,6 +20,9 @@ using hakmemd::RuleSpec;
 
 extern "C" __attribute__((noinline, used, visibility("default"))) int sites_probe_fn(int x) {
   return x * 3 + static_cast<int>(getpid() & 1);
+}
+extern "C" __attribute__((noinline, used, visibility("default"))) int sites_other_fn(int x) {
+  return x * 5 + static_cast<int>(getppid() & 1);
 }
 
 namespace {
@@ -134,6 +142,22 @@ TEST(Symbolizer, NamesAndResolvesOwnFunction) {
   EXPECT_NE(err.find("unknown symbol 'no_such_function_xyz'"), std::string::npos);
   EXPECT_FALSE(sym.resolve(maps, "0x10", {}, &out, &err));
   EXPECT_GE(sym.cached_modules(), 1u);
+  // function_sites: a known function with nothing sampled inside it is no error.
+  ASSERT_TRUE(sym.function_sites(maps, "sites_probe_fn", {}, &out, &err)) << err;
+  EXPECT_TRUE(out.empty());
+  ASSERT_TRUE(sym.function_sites(maps, "sites_probe_fn", {fn + 8, 0x10, fn + 4}, &out, &err)) << err;
+  EXPECT_EQ(out, (std::vector<uint64_t>{fn + 4, fn + 8}));
+  EXPECT_FALSE(sym.function_sites(maps, "no_such_function_xyz", {fn + 4}, &out, &err));
+  EXPECT_NE(err.find("unknown symbol 'no_such_function_xyz'"), std::string::npos);
+}
+
+TEST(Symbolizer, SiteNamesFunction) {
+  EXPECT_TRUE(hakmemd::site_names_function("build_json"));
+  EXPECT_TRUE(hakmemd::site_names_function("ns::Builder::add"));
+  EXPECT_FALSE(hakmemd::site_names_function("build_json+0x1c"));
+  EXPECT_FALSE(hakmemd::site_names_function("libfoo.so+0x10"));
+  EXPECT_FALSE(hakmemd::site_names_function("0x55f5927da34b"));
+  EXPECT_FALSE(hakmemd::site_names_function(""));
 }
 
 proto::RuleValue good(uint32_t id, uint64_t site) {
@@ -251,6 +275,152 @@ TEST(LibraryRules, CompileIgnoresMalformedEntries) {
   EXPECT_EQ(rb.rules_active.load(), 2u);
   EXPECT_EQ(rb.applied_generation.load(), rb.generation.load());
   EXPECT_FALSE(hakmem::site_rules_lookup(0x2000, 1, &act));
+}
+
+// hakmemd following a config rule that names a function, in this very process: a segment
+// for our own pid (so /proc/self/maps and this binary's symbols resolve sites_probe_fn),
+// registered by a Registry that applies the config rules to new processes. The test plays
+// the allocator: it writes sampled call sites into the site table.
+class FollowedConfigRule : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    seg_ = std::make_unique<hakmem_test::FakeSegment>(dir_.path(), getpid(), getuid());
+    ASSERT_TRUE(seg_->ok());
+  }
+  // The daemon registers the process, with `rule` in its config.
+  void start(const std::string& rule) {
+    rules_ = {{"*/fake-service", rule}};
+    reg_ = std::make_unique<hakmemd::Registry>(dir_.path());
+    reg_->on_new = [this](hakmemd::ProcessEntry& e) { hakmemd::sites_apply_config(e, rules_); };
+    reg_->scan();
+    ASSERT_NE(reg_->find(getpid()), nullptr) << "our own segment was not registered";
+  }
+  // The allocator recorded a sample at `site`.
+  void sample(uint64_t site) { seg_->seg().sites[sampled_++].addr.store(site); }
+  // The daemon's periodic pass.
+  void follow() { hakmemd::sites_follow(*reg_); }
+  nlohmann::ordered_json call(const char* cmd, nlohmann::ordered_json req) {
+    req["pid"] = static_cast<uint64_t>(getpid());
+    hakmemd::SitesResult r = hakmemd::sites_command(*reg_, cmd, req, getuid());
+    EXPECT_TRUE(r.ok) << cmd << ": " << r.code << " " << r.message;
+    return r.ok && cmd == std::string("rules_list") ? r.result.at("processes").at(0) : r.result;
+  }
+  nlohmann::ordered_json list() { return call("rules_list", nlohmann::ordered_json::object()); }
+  uint64_t generation() { return seg_->seg().rules.generation.load(); }
+  // Slots holding `site` under rule `id` with tier whale.
+  int slots(uint32_t id, uint64_t site) {
+    int n = 0;
+    for (const proto::SiteRule& r : seg_->seg().rules.rules) {
+      proto::RuleValue v;
+      if (proto::rule_read(r, &v) == proto::RuleCheck::Ok && v.id == id && v.site == site &&
+          v.tier == static_cast<int32_t>(proto::RuleTier::Whale))
+        n++;
+    }
+    return n;
+  }
+
+  const uint64_t fn_ = reinterpret_cast<uint64_t>(&sites_probe_fn);
+  hakmem_test::TempDir dir_;
+  std::vector<hakmemd::ConfigRule> rules_;
+  std::unique_ptr<hakmem_test::FakeSegment> seg_;
+  std::unique_ptr<hakmemd::Registry> reg_;
+  size_t sampled_ = 0;
+};
+
+TEST_F(FollowedConfigRule, PendingUntilSampledThenGainsEachCallSite) {
+  start("site=sites_probe_fn tier=whale");
+  auto p = list();
+  EXPECT_TRUE(p.at("rules").empty());
+  ASSERT_EQ(p.at("pending_rules").size(), 1u) << p.dump(2);
+  EXPECT_EQ(p["pending_rules"][0].at("rule"), "site=sites_probe_fn tier=whale");
+  EXPECT_EQ(p["pending_rules"][0].at("config"), "*/fake-service");
+  EXPECT_EQ(p["pending_rules"][0].at("rule_id"), 0u);
+  EXPECT_EQ(p["pending_rules"][0].at("reason"), "no call site inside sites_probe_fn sampled yet");
+  EXPECT_EQ(generation(), 0u);
+  follow();  // nothing sampled: nothing written
+  EXPECT_EQ(generation(), 0u);
+
+  // A call site elsewhere does not match; one inside the function installs rule 1.
+  sample(reinterpret_cast<uint64_t>(&sites_other_fn) + 4);
+  follow();
+  EXPECT_EQ(generation(), 0u);
+  sample(fn_ + 4);
+  follow();
+  EXPECT_EQ(generation(), 1u);
+  EXPECT_EQ(slots(1, fn_ + 4), 1);
+  p = list();
+  EXPECT_TRUE(p.at("pending_rules").empty()) << p.dump(2);
+  ASSERT_EQ(p.at("rules").size(), 1u);
+  EXPECT_EQ(p["rules"][0].at("rule"), "site=sites_probe_fn tier=whale");
+  EXPECT_EQ(p["rules"][0].at("follows"), "sites_probe_fn");
+  EXPECT_EQ(p["rules"][0].at("config"), "*/fake-service");
+  EXPECT_EQ(p["rules"][0].at("sites").size(), 1u);
+
+  // A second call site sampled later joins the same rule; a pass with nothing new writes nothing.
+  sample(fn_ + 8);
+  follow();
+  EXPECT_EQ(slots(1, fn_ + 8), 1);
+  EXPECT_EQ(slots(1, fn_ + 4), 1);
+  const uint64_t gen = generation();
+  follow();
+  EXPECT_EQ(generation(), gen);
+  p = list();
+  ASSERT_EQ(p.at("rules").size(), 1u);
+  EXPECT_EQ(p["rules"][0].at("sites").size(), 2u);
+}
+
+TEST_F(FollowedConfigRule, CallSitesWaitForAFreeSlot) {
+  // 63 of the 64 slots taken by other rules (ids 100..162).
+  for (size_t i = 0; i + 1 < proto::kRuleSlots; i++) {
+    proto::RuleValue v;
+    v.id = static_cast<uint32_t>(100 + i);
+    v.site = 0x1000 + 16 * i;
+    v.tier = static_cast<int32_t>(proto::RuleTier::Pool);
+    proto::rule_write(seg_->seg().rules.rules[i], &v);
+  }
+  start("site=sites_probe_fn tier=whale");
+  sample(fn_ + 4);
+  sample(fn_ + 8);
+  follow();
+  // One call site fits (rule 163), the other waits, and rules_list says why.
+  EXPECT_EQ(slots(163, fn_ + 4) + slots(163, fn_ + 8), 1);
+  auto p = list();
+  ASSERT_EQ(p.at("pending_rules").size(), 1u) << p.dump(2);
+  EXPECT_EQ(p["pending_rules"][0].at("rule_id"), 163u);
+  EXPECT_EQ(p["pending_rules"][0].at("sites").size(), 1u);
+  EXPECT_NE(p["pending_rules"][0].at("reason").get<std::string>().find("no free rule slot"), std::string::npos);
+  // An operator deletes a rule: the waiting call site takes its slot at the next pass,
+  // though nothing new was sampled.
+  call("rules_del", {{"rule_id", 100u}});
+  follow();
+  EXPECT_EQ(slots(163, fn_ + 4), 1);
+  EXPECT_EQ(slots(163, fn_ + 8), 1);
+  EXPECT_TRUE(list().at("pending_rules").empty());
+}
+
+TEST_F(FollowedConfigRule, DeletedRuleIsNotReinstalled) {
+  start("site=sites_probe_fn tier=whale");
+  sample(fn_ + 4);
+  follow();
+  ASSERT_EQ(slots(1, fn_ + 4), 1);
+  call("rules_del", {{"rule_id", 1u}});
+  // The operator removed it: a new call site of the function brings it back under no id.
+  sample(fn_ + 8);
+  follow();
+  for (uint32_t id = 1; id < 4; id++) EXPECT_EQ(slots(id, fn_ + 8), 0);
+  auto p = list();
+  EXPECT_TRUE(p.at("rules").empty()) << p.dump(2);
+  EXPECT_TRUE(p.at("pending_rules").empty()) << p.dump(2);
+}
+
+TEST_F(FollowedConfigRule, ReloadWithoutTheRuleStopsFollowing) {
+  start("site=sites_probe_fn tier=whale");
+  ASSERT_EQ(list().at("pending_rules").size(), 1u);
+  hakmemd::sites_config_reloaded(*reg_, {{"*/fake-service", "site=sites_probe_fn tier=pool"}});
+  EXPECT_TRUE(list().at("pending_rules").empty());
+  sample(fn_ + 4);
+  follow();
+  EXPECT_EQ(generation(), 0u);
 }
 
 }  // namespace
