@@ -19,6 +19,7 @@
 
 #include "fake_server.h"
 #include "hakmem/proto/segment.h"
+#include "hakctl_runner.h"
 #include "proc.h"
 
 using hakctl_test::Child;
@@ -60,6 +61,7 @@ class E2E : public ::testing::Test {
     ASSERT_FALSE(hakctl_.empty() || hakmemd_.empty() || lib_.empty() || target_.empty())
         << "run with --hakctl= --hakmemd= --hakmem-lib= --target= (ctest passes them)";
     sock_ = dir_.path + "/hakmemd.sock";
+    runner_.init(hakctl_, sock_);
     start_daemon();
   }
 
@@ -94,27 +96,10 @@ class E2E : public ::testing::Test {
   }
 
   RunResult hakctl(std::vector<std::string> args, const hakctl_test::Env& env = {}) {
-    std::vector<std::string> argv{hakctl_, "--socket", sock_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return hakctl_test::run(argv, env);
+    return runner_.run(args, env);
   }
-
-  json hakctl_json(std::vector<std::string> args) {
-    args.push_back("--json");
-    RunResult r = hakctl(args);
-    EXPECT_EQ(r.status, 0) << r.err;
-    json j = json::parse(r.out, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << r.out;
-    return j;
-  }
-
-  bool listed(int pid) {
-    const json j = hakctl_json({"ps"});
-    if (!j.contains("processes")) return false;
-    for (const json& p : j["processes"])
-      if (p.value("pid", 0) == pid) return true;
-    return false;
-  }
+  json hakctl_json(std::vector<std::string> args) { return runner_.run_json(std::move(args)); }
+  bool listed(int pid) { return runner_.lists(pid); }
 
   // Starts a preloaded target and waits until hakmemd lists it.
   Target* start_target(const hakctl_test::Env& extra_env = {}) {
@@ -160,6 +145,7 @@ class E2E : public ::testing::Test {
 
   TempDir dir_;
   std::string hakctl_, hakmemd_, lib_, target_, sock_;
+  hakctl_test::HakctlRunner runner_;
   Child daemon_;
   std::vector<std::unique_ptr<Target>> targets_;
 };

@@ -18,6 +18,7 @@
 #include <memory>
 
 #include "fake_server.h"
+#include "hakctl_runner.h"
 #include "proc.h"
 
 using hakctl_test::Child;
@@ -51,6 +52,7 @@ class Sites : public ::testing::Test {
     ASSERT_FALSE(g_hakctl.empty() || g_hakmemd.empty() || g_lib.empty() || g_target.empty())
         << "run with --hakctl= --hakmemd= --hakmem-lib= --target= (ctest passes them)";
     sock_ = dir_.path + "/hakmemd.sock";
+    runner_.init(g_hakctl, sock_);
     config_ = dir_.path + "/hakmemd.json";
     write_config("{}");
     hakctl_test::spawn(&daemon_, {g_hakmemd, "--socket", sock_, "--shm-dir", dir_.path, "--config", config_,
@@ -93,26 +95,9 @@ class Sites : public ::testing::Test {
     return std::string(std::istreambuf_iterator<char>(f), {});
   }
 
-  RunResult hakctl(std::vector<std::string> args) {
-    std::vector<std::string> argv{g_hakctl, "--socket", sock_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return hakctl_test::run(argv);
-  }
-  json hakctl_json(std::vector<std::string> args) {
-    args.push_back("--json");
-    RunResult r = hakctl(args);
-    EXPECT_EQ(r.status, 0) << r.err;
-    json j = json::parse(r.out, nullptr, false);
-    EXPECT_FALSE(j.is_discarded()) << r.out;
-    return j;
-  }
-  bool listed(int pid) {
-    const json j = hakctl_json({"ps"});
-    if (!j.contains("processes")) return false;
-    for (const json& p : j["processes"])
-      if (p.value("pid", 0) == pid) return true;
-    return false;
-  }
+  RunResult hakctl(std::vector<std::string> args) { return runner_.run(args); }
+  json hakctl_json(std::vector<std::string> args) { return runner_.run_json(std::move(args)); }
+  bool listed(int pid) { return runner_.lists(pid); }
   Target* start_target(const hakctl_test::Env& extra = {}) {
     auto t = std::make_unique<Target>();
     hakctl_test::Env env{{"LD_PRELOAD", g_lib}, {"HAKMEM_SHM_DIR", dir_.path}};
@@ -166,6 +151,7 @@ class Sites : public ::testing::Test {
 
   TempDir dir_;
   std::string sock_, config_;
+  hakctl_test::HakctlRunner runner_;
   Child daemon_;
   std::vector<std::unique_ptr<Target>> targets_;
 };
