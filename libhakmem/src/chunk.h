@@ -129,6 +129,28 @@ inline uint32_t bundle_unit_of(const void* p) {
   return static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
 }
 
+// Moves blocks of the page into the magazine until `got` reaches `want`: first its free list,
+// then fresh blocks carved from its end. The caller holds whatever guards the page (its
+// owner thread for tiny, the shard lock for pool).
+inline void page_take_blocks(PageDesc* pg, Magazine& m, uint32_t want, uint32_t& got) {
+  while (got < want && pg->free) {
+    Block* b = pg->free;
+    pg->free = b->next;
+    pg->used++;
+    m.push(b);
+    got++;
+  }
+  char* base = page_start(pg);
+  while (got < want && pg->carved + pg->block_size <= kPageSize) {
+    Block* b = reinterpret_cast<Block*>(base + pg->carved);
+    pg->carved += pg->block_size;
+    pg->nblocks++;
+    pg->used++;
+    m.push(b);
+    got++;
+  }
+}
+
 // Units of the bundle run p heads, or 0 when p is not the head of a run in use.
 inline uint32_t bundle_run_units(const void* p) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);

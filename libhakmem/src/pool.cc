@@ -69,22 +69,7 @@ void* pool_malloc_slow(Heap* h, uint32_t c) {
         pg->kind = kPagePool;
         avail_push(s, pg);
       }
-      while (got < want && pg->free) {
-        Block* b = pg->free;
-        pg->free = b->next;
-        pg->used++;
-        m.push(b);
-        got++;
-      }
-      char* base = page_start(pg);
-      while (got < want && pg->carved + bs <= kPageSize) {
-        Block* b = reinterpret_cast<Block*>(base + pg->carved);
-        pg->carved += bs;
-        pg->nblocks++;
-        pg->used++;
-        m.push(b);
-        got++;
-      }
+      page_take_blocks(pg, m, want, got);
       if (!pg->free && pg->carved + bs > kPageSize) avail_unlink(s, pg);
     }
     if (!m.head) {

@@ -145,22 +145,7 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
           got += len;
         }
       }
-      while (got < want && pg->free) {
-        Block* b = pg->free;
-        pg->free = b->next;
-        pg->used++;
-        m.push(b);
-        got++;
-      }
-      char* base = page_start(pg);
-      while (got < want && pg->carved + pg->block_size <= kPageSize) {
-        Block* b = reinterpret_cast<Block*>(base + pg->carved);
-        pg->carved += pg->block_size;
-        pg->nblocks++;
-        pg->used++;
-        m.push(b);
-        got++;
-      }
+      page_take_blocks(pg, m, want, got);
       if (page_exhausted(pg)) avail_unlink(h, pg);
     }
     if (!m.head) {
