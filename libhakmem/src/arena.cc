@@ -33,10 +33,9 @@ std::atomic<uint64_t> g_last_decay_ns{0};
 size_t page_cached(const PageDesc* pg) {
   return pg->kind == kPageFree && !pg->purged ? kPageSize : 0;
 }
-// Bytes of a bundle half that count as cached.
-size_t half_cached(const BundleChunk* ch, int h) {
-  return ch->half_backed[h] ? size_t{ch->half_free[h]} * kUnitSize : 0;
-}
+// Bytes of a bundle half that count as cached: free units that were handed out since the
+// half's last purge (a unit never handed out was never touched: mapped, not resident).
+size_t half_cached(const BundleChunk* ch, int h) { return size_t{ch->half_cached[h]} * kUnitSize; }
 
 void* chunk_map(Tier tier, MapKind kind, bool huge) {
   int err = 0;
@@ -139,6 +138,12 @@ void bits_set_range(uint64_t* bits, uint32_t u, uint32_t n, bool v) {
   }
 }
 
+uint32_t bits_count_range(const uint64_t* bits, uint32_t u, uint32_t n) {
+  uint32_t c = 0;
+  for (uint32_t i = u; i < u + n; i++) c += (bits[i >> 6] >> (i & 63)) & 1;
+  return c;
+}
+
 // First fit of n free units, preferring runs that do not straddle the two huge pages.
 int32_t bundle_find_run(const BundleChunk* ch, uint32_t n) {
   uint32_t u = bit_find(ch->free_bits, 1, true);
@@ -167,10 +172,13 @@ void bundle_account(BundleChunk* ch, uint32_t u, uint32_t n, int delta, uint64_t
     uint32_t k = b - a;
     if (delta < 0) {
       ch->half_free[h] = static_cast<uint16_t>(ch->half_free[h] - k);
+      ch->half_cached[h] = static_cast<uint16_t>(ch->half_cached[h] - bits_count_range(ch->touched_bits, a, k));
+      bits_set_range(ch->touched_bits, a, k, true);
       ch->half_backed[h] = 1;
       ch->half_free_since[h] = 0;
     } else {
       ch->half_free[h] = static_cast<uint16_t>(ch->half_free[h] + k);
+      ch->half_cached[h] = static_cast<uint16_t>(ch->half_cached[h] + k);  // handed out: touched
       uint32_t all = h == 0 ? kUnitsPerHalf - 1 : kUnitsPerHalf;
       if (ch->half_free[h] == all) ch->half_free_since[h] = now;
     }
@@ -373,6 +381,8 @@ size_t arena_decay(uint64_t now, bool force) {
         else os_purge(reinterpret_cast<char*>(ch) + kChunkSize / 2, kChunkSize / 2);
         size_t cached = half_cached(ch, h);
         ch->half_backed[h] = 0;
+        ch->half_cached[h] = 0;
+        bits_set_range(ch->touched_bits, h * kUnitsPerHalf, kUnitsPerHalf, false);
         control_add(Tier::Bundle, GlobalCounter::Madvises, 1);
         control_add(Tier::Bundle, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached));
         released += cached;

@@ -82,6 +82,7 @@ struct BundleChunk {
   uint8_t map_kind;              // kMapBundle
   uint16_t free_units;           // units free in the chunk
   uint16_t half_free[2];         // free units per 2 MiB half
+  uint16_t half_cached[2];       // free units per half that were handed out since its last purge
   uint8_t half_backed[2];        // the half may hold resident pages (0 after a purge)
   uint64_t half_free_since[2];   // when the half became entirely free
   BundleChunk* next;
@@ -90,6 +91,7 @@ struct BundleChunk {
   uint8_t state[kUnitsPerChunk];  // UnitState
   uint8_t run[kUnitsPerChunk];    // head unit: run length in units
   uint64_t free_bits[kUnitsPerChunk / 64];  // bit u: unit u is free
+  uint64_t touched_bits[kUnitsPerChunk / 64];  // bit u: unit u was handed out since its half's last purge
 };
 static_assert(sizeof(BundleChunk) <= kUnitSize, "bundle chunk header must fit unit 0");
 // The free fast path reads run[u] as state[u + kUnitsPerChunk].

@@ -95,6 +95,32 @@ TEST(TinyMapped, CoversTheLiveTinyBytesAndGoesBackWhenFreed) {
   EXPECT_LT(stats().tier[HAKMEM_TIER_TINY].mapped_bytes, t.mapped_bytes);
 }
 
+// Bundle cached bytes are free units that were handed out, not whole 2 MiB halves: carving a
+// run from a fresh half never raises the figure (its other units were never touched, so they
+// are not resident), and freeing runs raises it by at most what was freed.
+TEST(BundleCached, CountsOnlyUnitsThatWereHandedOut) {
+  stats();
+  // 84 MiB of 96 KiB runs use up whatever is cached and leave only scraps in each half.
+  std::vector<void*> blocks(900);
+  for (auto& p : blocks) {
+    p = malloc(96 << 10);
+    ASSERT_NE(p, nullptr);
+    static_cast<char*>(p)[0] = 1;
+  }
+  const uint64_t c1 = stats().tier[HAKMEM_TIER_BUNDLE].cached_bytes;
+  // A 1 MiB run fits no scrap: it starts a fresh half, whose other 60-odd units stay untouched.
+  void* big = malloc(1 << 20);
+  ASSERT_NE(big, nullptr);
+  static_cast<char*>(big)[0] = 1;
+  const uint64_t c2 = stats().tier[HAKMEM_TIER_BUNDLE].cached_bytes;
+  EXPECT_LE(c2, c1) << "carving a fresh half counted its untouched units as cached";
+  blocks.push_back(big);
+  for (void* p : blocks) free(p);
+  const uint64_t c3 = stats().tier[HAKMEM_TIER_BUNDLE].cached_bytes;
+  EXPECT_GT(c3, c2);
+  EXPECT_LE(c3 - c2, 900u * (96u << 10) + (1u << 20));
+}
+
 std::string tier_name(const ::testing::TestParamInfo<Case>& info) {
   static const char* const kNames[] = {"tiny", "pool", "bundle", "whale"};
   return kNames[info.param.tier];
