@@ -1,7 +1,10 @@
 // Helpers for tests that run with hakmem as the process allocator (linked or preloaded).
 #pragma once
 
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,27 @@ inline void* volatile g_sink;
 inline void* kept(void* p) {
   g_sink = p;
   return p;
+}
+
+// Resident set size of this process in KiB (/proc/self/statm).
+inline long rss_kib() {
+  FILE* f = fopen("/proc/self/statm", "r");
+  long pages = 0, rss = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+    fclose(f);
+  }
+  return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+// Sets a knob live through hakmem's C API, found with dlsym so that the same test runs
+// linked and preloaded.
+inline void set_knob(const char* name, uint64_t v) {
+  using SetFn = int (*)(const char*, uint64_t, char*, size_t);
+  auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "hakmem_knob_set_u64"));
+  ASSERT_NE(set, nullptr);
+  char err[200] = "";
+  ASSERT_EQ(set(name, v, err, sizeof err), 0) << err;
 }
 
 // Runs fn with fd 2 redirected to a temporary file and returns what was written to it.

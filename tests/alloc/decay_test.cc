@@ -12,25 +12,12 @@
 #include <thread>
 #include <vector>
 
+#include "alloc_test_util.h"
+
 namespace {
 
-long rss_kib() {
-  FILE* f = fopen("/proc/self/statm", "r");
-  long pages = 0, rss = 0;
-  if (f) {
-    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
-    fclose(f);
-  }
-  return rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
-void set_knob(const char* name, uint64_t v) {
-  using SetFn = int (*)(const char*, uint64_t, char*, size_t);
-  auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "hakmem_knob_set_u64"));
-  ASSERT_NE(set, nullptr);
-  char err[200] = "";
-  ASSERT_EQ(set(name, v, err, sizeof err), 0) << err;
-}
+using hakmem_test::rss_kib;
+using hakmem_test::set_knob;
 
 TEST(AllocDecay, RssFallsBackAfterABurstOfFrees) {
   set_knob("bundle.decay_ms", 100);

@@ -13,23 +13,12 @@
 
 #include "hakmem.h"
 
+#include "alloc_test_util.h"
+
 namespace {
 
-// Every block goes through here: the compiler may drop a malloc/free pair whose pointer is
-// never observed.
-void* volatile g_sink;
-void* kept(void* p) {
-  g_sink = p;
-  return p;
-}
-
-void set_knob(const char* name, uint64_t v) {
-  using SetFn = int (*)(const char*, uint64_t, char*, size_t);
-  auto set = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "hakmem_knob_set_u64"));
-  ASSERT_NE(set, nullptr);
-  char err[200] = "";
-  ASSERT_EQ(set(name, v, err, sizeof err), 0) << err;
-}
+using hakmem_test::kept;
+using hakmem_test::set_knob;
 
 hakmem_stats stats() {
   using GetFn = int (*)(hakmem_stats*, size_t);

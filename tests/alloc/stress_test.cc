@@ -189,16 +189,6 @@ TEST(AllocStress, ForkWhileOtherThreadsAllocate) {
   for (auto& t : threads) t.join();
 }
 
-long rss_kib() {
-  FILE* f = fopen("/proc/self/statm", "r");
-  long pages = 0, rss = 0;
-  if (f) {
-    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
-    fclose(f);
-  }
-  return rss * (sysconf(_SC_PAGESIZE) / 1024);
-}
-
 TEST(AllocStress, ProducerConsumerFreesDoNotGrowMemoryWithoutBound) {
   // One thread allocates, another frees: every tiny and pool block is freed remotely.
   constexpr int kBatch = 1000, kBatches = 1500;
