@@ -69,6 +69,20 @@ void chunk_unmap(Tier tier, void* p) {
 // share these chunks); the tiny tier's own figures are its per-class counts.
 constexpr Tier kSmallTier = Tier::Pool;
 
+// Chunk lists are kept in address order and searched first-fit from the lowest address:
+// new pages and runs pack into the oldest, lowest chunks, so the resident free memory that
+// frees leave behind is reused before an untouched page of a newer chunk is faulted in, and
+// the highest chunks drain and decay.
+template <typename Chunk>
+void chunk_list_insert(Chunk*& head, Chunk* ch) {
+  Chunk* prev = nullptr;
+  for (Chunk* c = head; c && c < ch; c = c->next) prev = c;
+  ch->prev = prev;
+  ch->next = prev ? prev->next : head;
+  if (ch->next) ch->next->prev = ch;
+  if (prev) prev->next = ch; else head = ch;
+}
+
 SmallChunk* small_chunk_new(uint32_t shard) {
   void* p = chunk_map(kSmallTier, kMapSmall, false);
   if (!p) return nullptr;
@@ -78,10 +92,7 @@ SmallChunk* small_chunk_new(uint32_t shard) {
   ch->arena = static_cast<uint8_t>(shard);
   ch->free_mask = ~uint64_t{1};
   for (uint32_t i = 0; i < kPagesPerChunk; i++) ch->pages[i].purged = 1;  // never touched
-  Arena& a = g_arena[shard];
-  ch->next = a.small;
-  if (a.small) a.small->prev = ch;
-  a.small = ch;
+  chunk_list_insert(g_arena[shard].small, ch);
   return ch;
 }
 
@@ -106,10 +117,7 @@ BundleChunk* bundle_chunk_new(uint32_t shard) {
   for (auto& w : ch->free_bits) w = ~uint64_t{0};
   ch->free_bits[0] &= ~uint64_t{1};
   ch->state[0] = kUnitHead;
-  Arena& a = g_arena[shard];
-  ch->next = a.bundle;
-  if (a.bundle) a.bundle->prev = ch;
-  a.bundle = ch;
+  chunk_list_insert(g_arena[shard].bundle, ch);
   return ch;
 }
 
@@ -202,18 +210,10 @@ void page_lend(Tier user, int64_t sign) {
 }
 }  // namespace
 
-PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, Tier user) {
-  Arena& a = g_arena[shard];
-  LockGuard g(a.lock);
-  SmallChunk* ch = a.small;
-  while (ch && ch->free_mask == 0) ch = ch->next;
-  if (!ch) {
-    ch = small_chunk_new(shard);
-    if (!ch) return nullptr;
-  } else {
-    control_add(kSmallTier, GlobalCounter::CacheHits, 1);
-  }
-  // Lowest free page: keeps the upper pages of a chunk cold so decay can return them.
+namespace {
+// Takes the lowest free page of ch (keeping the upper pages of a chunk cold so decay can
+// return them). Pre-condition: the arena lock is held and ch has a free page.
+PageDesc* page_take(SmallChunk* ch, bool prewarm, Tier user) {
   uint32_t i = static_cast<uint32_t>(__builtin_ctzll(ch->free_mask));
   ch->free_mask &= ~(uint64_t{1} << i);
   ch->empty_since_ns = 0;
@@ -228,6 +228,30 @@ PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, Tier user) {
     control_add(kSmallTier, GlobalCounter::Madvises, 1);
   }
   return pg;
+}
+}  // namespace
+
+// The shard's own chunks first, then a free page of any other shard, and only when no arena
+// has one a fresh chunk for the shard: with thread churn, heaps of every shard come and go,
+// and a page one shard's threads freed must not sit resident and idle while another shard
+// faults in a new chunk (larson grew to 8 chunks for 2 chunks' worth of pages).
+PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, Tier user) {
+  for (uint32_t k = 0; k <= kShards; k++) {
+    const bool last = k == kShards;  // back to the own shard: check again, then map
+    Arena& a = g_arena[(shard + k) % kShards];
+    LockGuard g(a.lock);
+    SmallChunk* ch = a.small;
+    while (ch && ch->free_mask == 0) ch = ch->next;
+    if (ch) {
+      control_add(kSmallTier, GlobalCounter::CacheHits, 1);
+      return page_take(ch, prewarm, user);
+    }
+    if (last) {
+      ch = small_chunk_new(shard);
+      return ch ? page_take(ch, prewarm, user) : nullptr;
+    }
+  }
+  return nullptr;
 }
 
 void arena_page_release(PageDesc* pg) {
@@ -255,36 +279,41 @@ void arena_page_release(PageDesc* pg) {
   decay_tick(now);
 }
 
+namespace {
+// Marks the run [s, s+units) of ch in use. Pre-condition: the arena lock is held.
+void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool* populate) {
+  *populate = prewarm && (!ch->half_backed[s / kUnitsPerHalf] ||
+                          !ch->half_backed[(s + units - 1) / kUnitsPerHalf]);
+  bits_set_range(ch->free_bits, s, units, false);
+  ch->state[s] = kUnitHead;
+  ch->run[s] = static_cast<uint8_t>(units);
+  for (uint32_t i = s + 1; i < s + units; i++) ch->state[i] = kUnitTail;
+  bundle_account(ch, s, units, -1, 0);
+  return reinterpret_cast<char*>(ch) + size_t{s} * kUnitSize;
+}
+}  // namespace
+
+// Like pages: the own shard, then any other, then a fresh chunk for the own shard.
 void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm) {
-  Arena& a = g_arena[shard];
-  uint64_t now = 0;
   void* p = nullptr;
   bool populate = false;
-  {
+  for (uint32_t k = 0; k <= kShards && !p; k++) {
+    const bool last = k == kShards;
+    Arena& a = g_arena[(shard + k) % kShards];
     LockGuard g(a.lock);
-    BundleChunk* ch = a.bundle;
-    int32_t u = -1;
-    for (; ch; ch = ch->next) {
+    for (BundleChunk* ch = a.bundle; ch; ch = ch->next) {
       if (ch->free_units < units) continue;
-      u = bundle_find_run(ch, units);
-      if (u >= 0) break;
-    }
-    if (!ch) {
-      ch = bundle_chunk_new(shard);
-      if (!ch) return nullptr;
-      u = bundle_find_run(ch, units);
-    } else {
+      int32_t u = bundle_find_run(ch, units);
+      if (u < 0) continue;
       control_add(Tier::Bundle, GlobalCounter::CacheHits, 1);
+      p = run_take(ch, static_cast<uint32_t>(u), units, prewarm, &populate);
+      break;
     }
-    uint32_t s = static_cast<uint32_t>(u);
-    populate = prewarm && (!ch->half_backed[s / kUnitsPerHalf] ||
-                           !ch->half_backed[(s + units - 1) / kUnitsPerHalf]);
-    bits_set_range(ch->free_bits, s, units, false);
-    ch->state[s] = kUnitHead;
-    ch->run[s] = static_cast<uint8_t>(units);
-    for (uint32_t i = s + 1; i < s + units; i++) ch->state[i] = kUnitTail;
-    bundle_account(ch, s, units, -1, now);
-    p = reinterpret_cast<char*>(ch) + size_t{s} * kUnitSize;
+    if (!p && last) {
+      BundleChunk* ch = bundle_chunk_new(shard);
+      if (!ch) return nullptr;
+      p = run_take(ch, static_cast<uint32_t>(bundle_find_run(ch, units)), units, prewarm, &populate);
+    }
   }
   if (populate) {
     os_populate(p, size_t{units} * kUnitSize);

@@ -51,6 +51,15 @@ inline void set_knob(const char* name, uint64_t v) {
   ASSERT_EQ(set(name, v, err, sizeof err), 0) << err;
 }
 
+// Reads a knob through hakmem's C API (0 when it cannot).
+inline uint64_t get_knob(const char* name) {
+  using GetFn = int (*)(const char*, uint64_t*);
+  auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "hakmem_knob_get"));
+  uint64_t v = 0;
+  if (get) get(name, &v);
+  return v;
+}
+
 // Runs fn with fd 2 redirected to a temporary file and returns what was written to it.
 template <typename Fn>
 std::string capture_stderr(Fn fn) {

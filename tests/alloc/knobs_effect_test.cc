@@ -8,6 +8,8 @@
 #include <sys/resource.h>
 #include <gtest/gtest.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -189,6 +191,57 @@ TEST(AllocWhale, ReallocGrowsAWhaleWithoutRefaultingItsPages) {
   EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].allocs, s1.tier[HAKMEM_TIER_WHALE].allocs);
   EXPECT_GE(s2.tier[HAKMEM_TIER_WHALE].live_bytes, new_n);
   free(q);
+}
+
+// Pages are shared across the arena shards: small pages one thread freed (its heap still
+// live, so the next thread gets a heap of its own and, in a fresh process, another shard)
+// are taken by the next thread before any new 4 MiB chunk is mapped. With per-shard reuse
+// only, the second thread faulted in fresh chunks while ~12 MiB of freed pages sat resident.
+TEST(AllocArena, PagesFreedByOneThreadAreReusedByAnotherBeforeANewChunkIsMapped) {
+  constexpr size_t kBlock = 1024, kBlocks = 12 * 1024;  // 12 MiB: three chunks' worth of slabs
+  const uint64_t decay_ms = hakmem_test::get_knob("bundle.decay_ms");
+  set_knob("bundle.decay_ms", 3600000);  // nothing may be returned to the OS in between
+  std::mutex m;
+  std::condition_variable cv;
+  bool freed = false, done = false;
+  std::thread first([&] {
+    std::vector<void*> v(kBlocks);
+    for (auto& p : v) {
+      p = malloc(kBlock);
+      touch(p, kBlock);
+    }
+    for (void* p : v) free(p);
+    std::unique_lock<std::mutex> l(m);
+    freed = true;
+    cv.notify_all();
+    cv.wait(l, [&] { return done; });  // stays alive: its heap is not handed on
+  });
+  {
+    std::unique_lock<std::mutex> l(m);
+    cv.wait(l, [&] { return freed; });
+  }
+  const hakmem_stats s0 = stats();
+  const uint64_t cached0 = s0.tier[HAKMEM_TIER_POOL].cached_bytes;
+  std::thread second([&] {
+    std::vector<void*> v(kBlocks);
+    for (auto& p : v) {
+      p = malloc(kBlock);
+      touch(p, kBlock);
+    }
+    for (void* p : v) free(p);
+  });
+  second.join();
+  const hakmem_stats s1 = stats();
+  {
+    std::lock_guard<std::mutex> l(m);
+    done = true;
+    cv.notify_all();
+  }
+  first.join();
+  set_knob("bundle.decay_ms", decay_ms);
+  EXPECT_GE(cached0, 8u << 20) << "the first thread's empty slabs should be free arena pages";
+  EXPECT_EQ(s1.tier[HAKMEM_TIER_POOL].os_maps, s0.tier[HAKMEM_TIER_POOL].os_maps)
+      << "a new small chunk was mapped while freed pages were available";
 }
 
 }  // namespace
