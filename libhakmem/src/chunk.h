@@ -85,8 +85,6 @@ struct BundleChunk {
   uint16_t half_cached[2];       // free units per half that were handed out since its last purge
   uint8_t half_backed[2];        // the half may hold resident pages (0 after a purge)
   uint64_t half_free_since[2];   // when the half became entirely free
-  BundleChunk* next;
-  BundleChunk* prev;
   alignas(64) uint8_t arena;     // fixed at creation; read by the free fast path
   uint8_t state[kUnitsPerChunk];  // UnitState
   uint8_t run[kUnitsPerChunk];    // head unit: run length in units

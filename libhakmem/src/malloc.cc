@@ -66,6 +66,9 @@ __attribute__((noinline)) void* malloc_mid_miss(Heap* h, size_t n) {
     p = pool_malloc_slow(h, pool_class_of(n));
   } else if (n <= kBundleMax) {
     p = bundle_malloc_slow(h, bundle_units_of(n));
+    // The arenas' bundle chunks are at their bound (or the OS refused a chunk): a mapping
+    // of its own still serves the request.
+    if (!p) return whale_path(n, 0, false);
   } else {
     if (n > kMaxRequest) {
       errno = ENOMEM;

@@ -244,4 +244,28 @@ TEST(AllocArena, PagesFreedByOneThreadAreReusedByAnotherBeforeANewChunkIsMapped)
       << "a new small chunk was mapped while freed pages were available";
 }
 
+// An arena indexes at most 2048 bundle chunks (8 GiB of runs); a thread whose arena is full
+// still gets its bundle-sized blocks, as whales. The runs are never touched, so this maps
+// address space, not memory (only each chunk's header page becomes resident).
+TEST(AllocArena, BundleRequestsBeyondTheChunkIndexAreServedAsWhales) {
+  constexpr size_t kRun = 1 << 20;  // 64 units: three runs per chunk
+  std::vector<void*> blocks;
+  const uint64_t whales0 = stats().tier[HAKMEM_TIER_WHALE].allocs;
+  uint64_t whales = whales0;
+  // Up to 4 arenas' worth of chunks (runs may come from any arena) plus headroom.
+  for (size_t i = 0; i < 4 * 2048 * 3 + 64 && whales == whales0; i++) {
+    void* p = malloc(kRun);
+    ASSERT_NE(p, nullptr) << "allocation " << i << " failed";
+    blocks.push_back(p);
+    whales = stats().tier[HAKMEM_TIER_WHALE].allocs;
+  }
+  EXPECT_GT(whales, whales0) << "no bundle request overflowed to the whale tier";
+  // The overflow block is a working whale: written, sized and freed like any other.
+  void* last = blocks.back();
+  memset(last, 0x5a, kRun);
+  EXPECT_GE(malloc_usable_size(last), kRun);
+  for (void* p : blocks) free(p);
+  malloc_trim(0);
+}
+
 }  // namespace
