@@ -26,7 +26,9 @@ inline constexpr uint32_t kBundleIndex = 2048;
 
 struct alignas(64) Arena {
   Mutex lock;
-  SmallChunk* small;      // every small chunk of the arena
+  SmallChunk* small;      // every small chunk of the arena, in address order
+  SmallChunk* small_free; // where the search for a free page starts: every chunk before it is full
+  uint32_t small_with_free;  // chunks with a free page: 0 = no search (a growing heap maps at once)
   // Every bundle chunk of the arena, in address order, and the longest free run of each:
   // finding a chunk a run fits in reads this byte array, not one header per chunk. (Every
   // header sits at page offset 0, the same L1 set and 1/64 of L2, so a search that touched
@@ -102,11 +104,16 @@ SmallChunk* small_chunk_new(uint32_t shard) {
   ch->arena = static_cast<uint8_t>(shard);
   ch->free_mask = ~uint64_t{1};
   for (uint32_t i = 0; i < kPagesPerChunk; i++) ch->pages[i].purged = 1;  // never touched
-  chunk_list_insert(g_arena[shard].small, ch);
+  Arena& a = g_arena[shard];
+  chunk_list_insert(a.small, ch);
+  if (!a.small_free || ch < a.small_free) a.small_free = ch;
+  a.small_with_free++;
   return ch;
 }
 
 void small_chunk_unlink(Arena& a, SmallChunk* ch) {
+  if (a.small_free == ch) a.small_free = ch->next;
+  if (ch->free_mask) a.small_with_free--;
   if (ch->prev) ch->prev->next = ch->next; else a.small = ch->next;
   if (ch->next) ch->next->prev = ch->prev;
 }
@@ -259,9 +266,10 @@ void page_lend(Tier user, int64_t sign) {
 namespace {
 // Takes the lowest free page of ch (keeping the upper pages of a chunk cold so decay can
 // return them). Pre-condition: the arena lock is held and ch has a free page.
-PageDesc* page_take(SmallChunk* ch, bool prewarm, Tier user) {
+PageDesc* page_take(Arena& a, SmallChunk* ch, bool prewarm, Tier user) {
   uint32_t i = static_cast<uint32_t>(__builtin_ctzll(ch->free_mask));
   ch->free_mask &= ~(uint64_t{1} << i);
+  if (ch->free_mask == 0) a.small_with_free--;
   ch->empty_since_ns = 0;
   PageDesc* pg = &ch->pages[i];
   size_t before = page_cached(pg);
@@ -286,15 +294,21 @@ PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, Tier user) {
     const bool last = k == kShards;  // back to the own shard: check again, then map
     Arena& a = g_arena[(shard + k) % kShards];
     LockGuard g(a.lock);
-    SmallChunk* ch = a.small;
-    while (ch && ch->free_mask == 0) ch = ch->next;
+    // From the hint on (a heap growing page by page would otherwise walk every full chunk,
+    // one header miss each, for every page).
+    SmallChunk* ch = nullptr;
+    if (a.small_with_free) {
+      ch = a.small_free;
+      while (ch && ch->free_mask == 0) ch = ch->next;
+      a.small_free = ch;
+    }
     if (ch) {
       control_add(kSmallTier, GlobalCounter::CacheHits, 1);
-      return page_take(ch, prewarm, user);
+      return page_take(a, ch, prewarm, user);
     }
     if (last) {
       ch = small_chunk_new(shard);
-      return ch ? page_take(ch, prewarm, user) : nullptr;
+      return ch ? page_take(a, ch, prewarm, user) : nullptr;
     }
   }
   return nullptr;
@@ -319,7 +333,9 @@ void arena_page_release(PageDesc* pg) {
       pg->purged = 1;
     }
     control_add(kSmallTier, GlobalCounter::CachedBytes, static_cast<int64_t>(page_cached(pg)));
+    if (ch->free_mask == 0) a.small_with_free++;
     ch->free_mask |= uint64_t{1} << i;
+    if (!a.small_free || ch < a.small_free) a.small_free = ch;
     if (ch->free_mask == ~uint64_t{1}) ch->empty_since_ns = now;
   }
   decay_tick(now);
