@@ -130,9 +130,10 @@ inline uint32_t bundle_unit_of(const void* p) {
 }
 
 // Moves blocks of the page into the magazine until `got` reaches `want`: first its free list,
-// then fresh blocks carved from its end. The caller holds whatever guards the page (its
-// owner thread for tiny, the shard lock for pool).
-inline void page_take_blocks(PageDesc* pg, Magazine& m, uint32_t want, uint32_t& got) {
+// then fresh blocks carved from its end, but carving only while `got` is below `carve_want`
+// (<= want). The caller holds whatever guards the page (its owner thread for tiny, the shard
+// lock for pool).
+inline void page_take_blocks(PageDesc* pg, Magazine& m, uint32_t want, uint32_t& got, uint32_t carve_want) {
   while (got < want && pg->free) {
     Block* b = pg->free;
     pg->free = b->next;
@@ -141,7 +142,7 @@ inline void page_take_blocks(PageDesc* pg, Magazine& m, uint32_t want, uint32_t&
     got++;
   }
   char* base = page_start(pg);
-  while (got < want && pg->carved + pg->block_size <= kPageSize) {
+  while (got < carve_want && pg->carved + pg->block_size <= kPageSize) {
     Block* b = reinterpret_cast<Block*>(base + pg->carved);
     pg->carved += pg->block_size;
     pg->nblocks++;

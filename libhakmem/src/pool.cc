@@ -69,7 +69,7 @@ void* pool_malloc_slow(Heap* h, uint32_t c) {
         pg->kind = kPagePool;
         avail_push(s, pg);
       }
-      page_take_blocks(pg, m, want, got);
+      page_take_blocks(pg, m, want, got, want);
       if (!pg->free && pg->carved + bs > kPageSize) avail_unlink(s, pg);
     }
     if (!m.head) {

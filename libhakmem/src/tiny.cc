@@ -95,6 +95,9 @@ void drain_ready(Heap* h) {
   }
 }
 
+// Fresh blocks carved per refill, at most (16 KiB: 1024 blocks of 16 B, 16 of 1 KiB).
+constexpr size_t kTinyCarveBytes = 32 * 1024;
+
 // The adaptive ceiling: 128 KiB of blocks per class. The blocks sit in our own slabs either
 // way; a magazine that holds a program's whole working set of a class (thousands of live
 // small strings) spares it a flush and a refill per object.
@@ -124,6 +127,12 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
     if (!h->knob_tiny_cap && m.cap < tiny_max_cap(c)) m.cap = m.cap * 2 > tiny_max_cap(c) ? tiny_max_cap(c) : m.cap * 2;
     uint32_t want = h->knob_tiny_prewarm ? m.cap : (m.cap + 1) / 2;
     if (want == 0) want = 1;
+    // Blocks already free are taken up to `want`; fresh ones are carved only up to
+    // kTinyCarveBytes per refill. A thread that only allocates (a producer whose blocks other
+    // threads free) misses on every refill and so grows its magazines to their ceiling; had it
+    // carved half a ceiling each time, it would keep ~64 KiB per class touched and idle.
+    const uint32_t carve = static_cast<uint32_t>(kTinyCarveBytes / kTinyClassSize[c]);
+    const uint32_t carve_want = want < carve ? want : carve;
     drain_ready(h);
     uint32_t got = 0;
     while (got < want) {
@@ -145,8 +154,9 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
           got += len;
         }
       }
-      page_take_blocks(pg, m, want, got);
+      page_take_blocks(pg, m, want, got, carve_want);
       if (page_exhausted(pg)) avail_unlink(h, pg);
+      else if (got >= carve_want && !pg->free) break;  // enough fresh blocks for now
     }
     if (!m.head) {
       errno = ENOMEM;
