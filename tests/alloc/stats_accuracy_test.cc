@@ -89,7 +89,9 @@ TEST(TinyMapped, CoversTheLiveTinyBytesAndGoesBackWhenFreed) {
   const hakmem_tier_stats& t = held.tier[HAKMEM_TIER_TINY];
   EXPECT_GE(t.live_bytes - before.tier[HAKMEM_TIER_TINY].live_bytes, 20000u * 48);
   EXPECT_GE(t.mapped_bytes, t.live_bytes);
-  EXPECT_GE(t.mapped_bytes - before.tier[HAKMEM_TIER_TINY].mapped_bytes, 20000u * 48);
+  // The class's slabs lent before may have had room (a refill carves at most 32 KiB; an
+  // empty slab is kept per class): at most two slabs' worth of the new blocks came from them.
+  EXPECT_GE(t.mapped_bytes - before.tier[HAKMEM_TIER_TINY].mapped_bytes, 20000u * 48 - (128u << 10));
   for (void* p : blocks) free(p);
   malloc_trim(0);  // empty slabs go back to the arena
   EXPECT_LT(stats().tier[HAKMEM_TIER_TINY].mapped_bytes, t.mapped_bytes);
