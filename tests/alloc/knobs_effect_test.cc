@@ -204,13 +204,17 @@ TEST(AllocArena, PagesFreedByOneThreadAreReusedByAnotherBeforeANewChunkIsMapped)
   std::mutex m;
   std::condition_variable cv;
   bool freed = false, done = false;
-  std::thread first([&] {
+  // Allocates and touches 12 MiB of slabs, then frees it all: every slab becomes empty.
+  auto fill_and_free = [] {
     std::vector<void*> v(kBlocks);
     for (auto& p : v) {
       p = malloc(kBlock);
       touch(p, kBlock);
     }
     for (void* p : v) free(p);
+  };
+  std::thread first([&] {
+    fill_and_free();
     std::unique_lock<std::mutex> l(m);
     freed = true;
     cv.notify_all();
@@ -222,14 +226,7 @@ TEST(AllocArena, PagesFreedByOneThreadAreReusedByAnotherBeforeANewChunkIsMapped)
   }
   const hakmem_stats s0 = stats();
   const uint64_t cached0 = s0.tier[HAKMEM_TIER_POOL].cached_bytes;
-  std::thread second([&] {
-    std::vector<void*> v(kBlocks);
-    for (auto& p : v) {
-      p = malloc(kBlock);
-      touch(p, kBlock);
-    }
-    for (void* p : v) free(p);
-  });
+  std::thread second(fill_and_free);
   second.join();
   const hakmem_stats s1 = stats();
   {
