@@ -82,10 +82,9 @@ void chunk_unmap(Tier tier, void* p) {
 constexpr Tier kSmallTier = Tier::Pool;
 
 // Chunks (small ones in this list, bundle ones in Arena::bundle) are kept in address order
-// and searched first-fit from the lowest address: new pages and runs pack into the oldest,
-// lowest chunks, so the resident free memory that frees
-// leave behind is reused before an untouched page of a newer chunk is faulted in, and the
-// highest chunks drain and decay.
+// and searched first-fit from the lowest address: new pages and runs pack into the lowest
+// chunks, so the resident free memory that frees leave behind is reused before an untouched
+// page of another chunk is faulted in, and the highest chunks drain and decay.
 void chunk_list_insert(SmallChunk*& head, SmallChunk* ch) {
   SmallChunk* prev = nullptr;
   for (SmallChunk* c = head; c && c < ch; c = c->next) prev = c;

@@ -95,7 +95,7 @@ void drain_ready(Heap* h) {
   }
 }
 
-// Fresh blocks carved per refill, at most (16 KiB: 1024 blocks of 16 B, 16 of 1 KiB).
+// Fresh blocks carved per refill, at most (32 KiB: 2048 blocks of 16 B, 32 of 1 KiB).
 constexpr size_t kTinyCarveBytes = 32 * 1024;
 
 // The adaptive ceiling: 128 KiB of blocks per class. The blocks sit in our own slabs either
@@ -128,11 +128,12 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
     uint32_t want = h->knob_tiny_prewarm ? m.cap : (m.cap + 1) / 2;
     if (want == 0) want = 1;
     // Blocks already free are taken up to `want`; fresh ones are carved only up to
-    // kTinyCarveBytes per refill. A thread that only allocates (a producer whose blocks other
-    // threads free) misses on every refill and so grows its magazines to their ceiling; had it
-    // carved half a ceiling each time, it would keep ~64 KiB per class touched and idle.
+    // kTinyCarveBytes per refill (unless tiny.prewarm asks for full magazines). A thread that
+    // only allocates (a producer whose blocks other threads free) misses on every refill and
+    // so grows its magazines to their ceiling; had it carved half a ceiling each time, it
+    // would keep ~64 KiB per class touched and idle.
     const uint32_t carve = static_cast<uint32_t>(kTinyCarveBytes / kTinyClassSize[c]);
-    const uint32_t carve_want = want < carve ? want : carve;
+    const uint32_t carve_want = h->knob_tiny_prewarm || want < carve ? want : carve;
     drain_ready(h);
     uint32_t got = 0;
     while (got < want) {

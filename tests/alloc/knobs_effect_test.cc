@@ -47,12 +47,12 @@ long minor_faults() {
 }
 
 // Tiny misses (magazine refills) of 2 x 512 allocations of one class in a fresh thread.
-uint64_t tiny_misses_in_fresh_thread() {
+uint64_t tiny_misses_in_fresh_thread(size_t size = 96) {
   uint64_t before = stats().tier[HAKMEM_TIER_TINY].misses;
-  std::thread t([] {
+  std::thread t([size] {
     std::vector<void*> v(512);
     for (int round = 0; round < 2; round++) {
-      for (auto& p : v) p = kept(malloc(96));
+      for (auto& p : v) p = kept(malloc(size));
       for (void* p : v) free(p);
     }
   });
@@ -69,6 +69,20 @@ TEST(AllocKnobs, TinyCapBoundsTheMagazine) {
   EXPECT_GE(capped, 500u);
   // The adaptive magazine grows to hold the whole working set after a few refills.
   EXPECT_LT(adaptive, 64u);
+}
+
+// tiny.prewarm refills whole magazines, fresh blocks included (a refill otherwise takes half
+// a magazine and carves at most 32 KiB: 32 blocks of 1 KiB).
+TEST(AllocKnobs, TinyPrewarmRefillsWholeMagazines) {
+  set_knob("tiny.cap", 64);
+  set_knob("tiny.prewarm", 1);
+  uint64_t warm = tiny_misses_in_fresh_thread(1024);
+  set_knob("tiny.prewarm", 0);
+  uint64_t cold = tiny_misses_in_fresh_thread(1024);
+  set_knob("tiny.cap", 0);
+  // 1024 mallocs: refills of 64 blocks against refills of 32.
+  EXPECT_GE(cold, 24u) << "warm " << warm << " cold " << cold;
+  EXPECT_LE(warm * 3, cold * 2) << "warm " << warm << " cold " << cold;
 }
 
 TEST(AllocKnobs, WhalePrewarmMeansNoFaultsOnFirstTouch) {
