@@ -85,6 +85,33 @@ TEST(AllocKnobs, TinyPrewarmRefillsWholeMagazines) {
   EXPECT_LE(warm * 3, cold * 2) << "warm " << warm << " cold " << cold;
 }
 
+// A refill takes half a magazine but carves at most 32 KiB of fresh blocks: a thread that only
+// allocates (its blocks freed by others) must not keep ~64 KiB per class touched and idle.
+// With tiny.cap=128, the first malloc of a 768 B block wants 64 blocks (48 KiB, 12 pages);
+// it may carve 42 (32 KiB, 8 pages). bundle.decay_ms=0 purges freed pages at once, so every
+// page carved here is faulted in and counted.
+TEST(AllocKnobs, ARefillCarvesAtMost32KiBOfFreshBlocks) {
+  const uint64_t decay_ms = hakmem_test::get_knob("bundle.decay_ms");
+  set_knob("bundle.decay_ms", 0);
+  set_knob("tiny.cap", 128);
+  long faults = -1;
+  std::thread t([&faults] {
+    void* first = kept(malloc(16));  // attaches the thread's heap first
+    rusage r0{}, r1{};
+    getrusage(RUSAGE_THREAD, &r0);
+    void* p = kept(malloc(768));
+    getrusage(RUSAGE_THREAD, &r1);
+    faults = r1.ru_minflt - r0.ru_minflt;
+    free(p);
+    free(first);
+  });
+  t.join();
+  set_knob("tiny.cap", 0);
+  set_knob("bundle.decay_ms", decay_ms);
+  EXPECT_GE(faults, 6) << "the refill carved no fresh memory: the check below proves nothing";
+  EXPECT_LE(faults, 10) << "a refill carved more than 32 KiB of fresh blocks";
+}
+
 TEST(AllocKnobs, WhalePrewarmMeansNoFaultsOnFirstTouch) {
   set_knob("whale.cache_bytes", 0);  // every block below is a new mapping
   auto touch_faults = [](size_t n) {
