@@ -212,6 +212,34 @@ TEST(AllocWhale, AFarTooBigCachedMappingIsSplitNotUnmapped) {
   set_knob("whale.decay_ms", 1000);
 }
 
+// A cached mapping up to 9 times too big is handed out whole, not split: after a 4 MiB block
+// has used a cached 16 MiB mapping, a 16 MiB request still finds it whole, with no new
+// mapping and no page faults. (Split at 2 x, the 16 MiB request had to grow an 8 MiB piece
+// while the other 8 MiB sat cached: 2048 faults.)
+TEST(AllocWhale, AMappingUpToNineTimesTooBigIsHandedOutWhole) {
+  set_knob("whale.cache_bytes", 1ull << 30);
+  set_knob("whale.decay_ms", 600000);
+  malloc_trim(0);
+  void* p = kept(malloc(16 << 20));
+  touch(p, 16 << 20);
+  free(p);
+  hakmem_stats s1 = stats();
+  void* a = kept(malloc(4 << 20));
+  ASSERT_NE(a, nullptr);
+  touch(a, 4 << 20);
+  free(a);
+  long f0 = minor_faults();
+  void* b = kept(malloc(16 << 20));
+  ASSERT_NE(b, nullptr);
+  touch(b, 16 << 20);
+  EXPECT_LE(minor_faults() - f0, kStrayFaults);
+  hakmem_stats s2 = stats();
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].os_maps, s1.tier[HAKMEM_TIER_WHALE].os_maps);
+  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].cache_hits, s1.tier[HAKMEM_TIER_WHALE].cache_hits + 2);
+  free(b);
+  set_knob("whale.decay_ms", 1000);
+}
+
 // realloc grows a whale by moving its mapping: the contents come along without a copy and
 // without faulting the old pages in again.
 TEST(AllocWhale, ReallocGrowsAWhaleWithoutRefaultingItsPages) {
