@@ -46,6 +46,14 @@ long minor_faults() {
   return ru.ru_minflt;
 }
 
+// Expects the whale allocations made since `before` to have reused cached mappings: no new
+// mapping (nor mremap), and `hits` more cache hits.
+void expect_whale_reuse(const hakmem_stats& before, uint64_t hits) {
+  const hakmem_stats now = stats();
+  EXPECT_EQ(now.tier[HAKMEM_TIER_WHALE].os_maps, before.tier[HAKMEM_TIER_WHALE].os_maps);
+  EXPECT_EQ(now.tier[HAKMEM_TIER_WHALE].cache_hits, before.tier[HAKMEM_TIER_WHALE].cache_hits + hits);
+}
+
 // Tiny misses (magazine refills) of 2 x 512 allocations of one class in a fresh thread.
 uint64_t tiny_misses_in_fresh_thread(size_t size = 96) {
   uint64_t before = stats().tier[HAKMEM_TIER_TINY].misses;
@@ -144,9 +152,7 @@ TEST(AllocKnobs, WhaleCacheKeepsFreedMappingsForReuseAndZeroDisablesIt) {
   long f0 = minor_faults();
   touch(q, 6 << 20);
   EXPECT_LE(minor_faults() - f0, kStrayFaults);
-  hakmem_stats s2 = stats();
-  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].os_maps, s1.tier[HAKMEM_TIER_WHALE].os_maps);
-  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].cache_hits, s1.tier[HAKMEM_TIER_WHALE].cache_hits + 1);
+  expect_whale_reuse(s1, 1);
   free(q);
   set_knob("whale.cache_bytes", 0);
   void* r = kept(malloc(7 << 20));
@@ -182,16 +188,22 @@ TEST(AllocWhale, ALargerRequestGrowsACachedMappingInsteadOfFaultingAllOfIt) {
   set_knob("whale.decay_ms", 1000);
 }
 
-// A cached mapping far too big for a request is split: the request keeps the chunks it needs
-// and the rest stays cached, resident, for the next one. Nothing is unmapped.
-TEST(AllocWhale, AFarTooBigCachedMappingIsSplitNotUnmapped) {
+// Empties the whale cache, then leaves exactly one resident mapping of `bytes` in it (kept
+// for 10 minutes: restore whale.decay_ms afterwards). Returns the figures at that point.
+hakmem_stats cache_one_whale(size_t bytes) {
   set_knob("whale.cache_bytes", 1ull << 30);
   set_knob("whale.decay_ms", 600000);
   malloc_trim(0);
-  void* p = kept(malloc(32 << 20));
-  touch(p, 32 << 20);
+  void* p = kept(malloc(bytes));
+  touch(p, bytes);
   free(p);
-  hakmem_stats s1 = stats();
+  return stats();
+}
+
+// A cached mapping far too big for a request is split: the request keeps the chunks it needs
+// and the rest stays cached, resident, for the next one. Nothing is unmapped.
+TEST(AllocWhale, AFarTooBigCachedMappingIsSplitNotUnmapped) {
+  hakmem_stats s1 = cache_one_whale(32 << 20);
   void* a = kept(malloc(2 << 20));   // takes the 32 MiB mapping and splits it
   void* b = kept(malloc(20 << 20));  // served by the split-off rest
   ASSERT_NE(a, nullptr);
@@ -200,10 +212,8 @@ TEST(AllocWhale, AFarTooBigCachedMappingIsSplitNotUnmapped) {
   touch(a, 2 << 20);
   touch(b, 20 << 20);
   EXPECT_LE(minor_faults() - f0, kStrayFaults);
-  hakmem_stats s2 = stats();
-  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].os_maps, s1.tier[HAKMEM_TIER_WHALE].os_maps);
-  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].os_unmaps, s1.tier[HAKMEM_TIER_WHALE].os_unmaps);
-  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].cache_hits, s1.tier[HAKMEM_TIER_WHALE].cache_hits + 2);
+  expect_whale_reuse(s1, 2);
+  EXPECT_EQ(stats().tier[HAKMEM_TIER_WHALE].os_unmaps, s1.tier[HAKMEM_TIER_WHALE].os_unmaps);
   // Both halves are whole blocks of their own: freeing them caches them again.
   free(a);
   free(b);
@@ -217,13 +227,7 @@ TEST(AllocWhale, AFarTooBigCachedMappingIsSplitNotUnmapped) {
 // mapping and no page faults. (Split at 2 x, the 16 MiB request had to grow an 8 MiB piece
 // while the other 8 MiB sat cached: 2048 faults.)
 TEST(AllocWhale, AMappingUpToNineTimesTooBigIsHandedOutWhole) {
-  set_knob("whale.cache_bytes", 1ull << 30);
-  set_knob("whale.decay_ms", 600000);
-  malloc_trim(0);
-  void* p = kept(malloc(16 << 20));
-  touch(p, 16 << 20);
-  free(p);
-  hakmem_stats s1 = stats();
+  hakmem_stats s1 = cache_one_whale(16 << 20);
   void* a = kept(malloc(4 << 20));
   ASSERT_NE(a, nullptr);
   touch(a, 4 << 20);
@@ -233,9 +237,7 @@ TEST(AllocWhale, AMappingUpToNineTimesTooBigIsHandedOutWhole) {
   ASSERT_NE(b, nullptr);
   touch(b, 16 << 20);
   EXPECT_LE(minor_faults() - f0, kStrayFaults);
-  hakmem_stats s2 = stats();
-  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].os_maps, s1.tier[HAKMEM_TIER_WHALE].os_maps);
-  EXPECT_EQ(s2.tier[HAKMEM_TIER_WHALE].cache_hits, s1.tier[HAKMEM_TIER_WHALE].cache_hits + 2);
+  expect_whale_reuse(s1, 2);
   free(b);
   set_knob("whale.decay_ms", 1000);
 }
