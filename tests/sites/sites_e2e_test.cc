@@ -84,6 +84,11 @@ class Sites : public ::testing::Test {
     for (int i = 0; i < 500 && count(log(), "configuration reloaded") == before; i++) pause_ms(20);
     return count(log(), "configuration reloaded") > before;
   }
+  // Reloads a config that turns site.rules on for every sites_target and gives it one rule.
+  bool reload_with_rule(const std::string& rule) {
+    return reload_config(R"({"defaults": [{"exe": "sites_target", "knobs": {"site.rules": 1}}],
+                   "rules": [{"exe": "*/sites_target", "rule": ")" + rule + R"("}]})");
+  }
   static size_t count(const std::string& hay, const std::string& needle) {
     size_t n = 0;
     for (size_t at = hay.find(needle); at != std::string::npos; at = hay.find(needle, at + 1)) n++;
@@ -321,9 +326,7 @@ TEST_F(Sites, ConfigRuleReachesNewProcess) {
   ASSERT_FALSE(spec.empty());
   // Same executable, same offset: a persistent rule for every sites_target, and site.rules
   // turned on for it by a knob default (no environment needed).
-  ASSERT_TRUE(reload_config(R"({"defaults": [{"exe": "sites_target", "knobs": {"site.rules": 1}}],
-                   "rules": [{"exe": "*/sites_target", "rule": "site=)" + spec + R"( size=32K-1M tier=whale"}]})"))
-      << log();
+  ASSERT_TRUE(reload_with_rule("site=" + spec + " size=32K-1M tier=whale")) << log();
 
   Target* t = start_target();
   ASSERT_TRUE(t);
@@ -345,9 +348,7 @@ TEST_F(Sites, ConfigRuleReachesNewProcess) {
 // sampled yet. It waits (and `rules list` says so), and is installed once the daemon sees a
 // sampled call site inside the function; from then on the function's allocations go to whale.
 TEST_F(Sites, ConfigRuleForFunctionWaitsForItsCallSite) {
-  ASSERT_TRUE(reload_config(R"({"defaults": [{"exe": "sites_target", "knobs": {"site.rules": 1}}],
-                   "rules": [{"exe": "*/sites_target", "rule": "site=alloc_alpha tier=whale"}]})"))
-      << log();
+  ASSERT_TRUE(reload_with_rule("site=alloc_alpha tier=whale")) << log();
   Target* t = start_target();
   ASSERT_TRUE(t);
   const std::string pid = std::to_string(t->pid);
@@ -394,9 +395,7 @@ TEST_F(Sites, ConfigRuleForFunctionWaitsForItsCallSite) {
 // first as soon as it is seen and gains the second, under the same rule id, when that one
 // is sampled later.
 TEST_F(Sites, ConfigRuleForFunctionGainsLaterCallSites) {
-  ASSERT_TRUE(reload_config(R"({"defaults": [{"exe": "sites_target", "knobs": {"site.rules": 1}}],
-                   "rules": [{"exe": "*/sites_target", "rule": "site=alloc_zeta tier=whale"}]})"))
-      << log();
+  ASSERT_TRUE(reload_with_rule("site=alloc_zeta tier=whale")) << log();
   Target* t = start_target();
   ASSERT_TRUE(t);
   ASSERT_TRUE(t->run("b 10000 64"));  // site.rules on in the thread (see above)
