@@ -12,6 +12,8 @@
 
 #include <string>
 
+#include "hakmem.h"
+
 extern "C" {
 // Not in every libc (glibc 2.36 has none of them): weak, so a test binary that is not linked
 // with hakmem still links, and binds them to the preloaded hakmem at run time.
@@ -58,6 +60,17 @@ inline uint64_t get_knob(const char* name) {
   uint64_t v = 0;
   if (get) get(name, &v);
   return v;
+}
+
+// hakmem's statistics (hakmem_stats_get, found with dlsym: the binary may only preload hakmem).
+inline hakmem_stats stats() {
+  using GetFn = int (*)(hakmem_stats*, size_t);
+  // Looked up once: dlsym itself may allocate, which would show in the figures.
+  static const GetFn get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "hakmem_stats_get"));
+  hakmem_stats s{};
+  EXPECT_NE(get, nullptr) << "hakmem_stats_get not found: hakmem is not the allocator";
+  if (get) get(&s, sizeof s);
+  return s;
 }
 
 // Runs fn with fd 2 redirected to a temporary file and returns what was written to it.

@@ -21,14 +21,7 @@ namespace {
 
 using hakmem_test::kept;
 using hakmem_test::set_knob;
-
-hakmem_stats stats() {
-  using GetFn = int (*)(hakmem_stats*, size_t);
-  auto get = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "hakmem_stats_get"));
-  hakmem_stats s{};
-  if (get) get(&s, sizeof s);
-  return s;
-}
+using hakmem_test::stats;
 
 // Writes every page through a volatile pointer (a memset before free may be dropped).
 void touch(void* p, size_t n) {
