@@ -341,22 +341,24 @@ void arena_page_release(PageDesc* pg) {
 }
 
 namespace {
-// Marks the run [s, s+units) of ch in use. Pre-condition: the arena lock is held.
-void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool* populate) {
+// Marks the run [s, s+units) of ch in use and returns its block: `coloured` places it at
+// the unit's colour, else at the run start. Pre-condition: the arena lock is held.
+void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool coloured, bool* populate) {
   *populate = prewarm && (!ch->half_backed[s / kUnitsPerHalf] ||
                           !ch->half_backed[(s + units - 1) / kUnitsPerHalf]);
+  const size_t colour = coloured ? unit_colour(s) : 0;
   bits_set_range(ch->free_bits, s, units, false);
-  ch->state[s] = kUnitHead;
+  ch->state[s] = static_cast<uint8_t>(head_state(kUnitHead, colour));
   ch->run[s] = static_cast<uint8_t>(units);
   for (uint32_t i = s + 1; i < s + units; i++) ch->state[i] = kUnitTail;
   bundle_account(ch, s, units, -1, 0);
-  return reinterpret_cast<char*>(ch) + size_t{s} * kUnitSize;
+  return reinterpret_cast<char*>(ch) + size_t{s} * kUnitSize + colour;
 }
 }  // namespace
 
 // Like pages: the own shard, then any other, then a fresh chunk for the own shard; in each,
 // the lowest chunk whose longest free run fits.
-void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm) {
+void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured) {
   void* p = nullptr;
   bool populate = false;
   for (uint32_t k = 0; k <= kShards && !p; k++) {
@@ -378,11 +380,11 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm) {
     } else {
       continue;
     }
-    p = run_take(ch, static_cast<uint32_t>(bundle_find_run(ch, units)), units, prewarm, &populate);
+    p = run_take(ch, static_cast<uint32_t>(bundle_find_run(ch, units)), units, prewarm, coloured, &populate);
     bundle_index_update(a, ch);
   }
   if (populate) {
-    os_populate(p, size_t{units} * kUnitSize);
+    os_populate(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(kUnitSize - 1)), size_t{units} * kUnitSize);
     control_add(Tier::Bundle, GlobalCounter::Madvises, 1);
   }
   return p;
@@ -411,7 +413,7 @@ bool arena_bundle_grow(void* p, uint32_t units) {
   LockGuard g(a.lock);
   uint32_t s = static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
   uint32_t n = ch->run[s];
-  if (ch->state[s] != kUnitHead || n >= units || s + units > kUnitsPerChunk) return false;
+  if (unit_kind(ch->state[s]) != kUnitHead || n >= units || s + units > kUnitsPerChunk) return false;
   // The extension [s+n, s+units) must be free: the first non-free unit from s+n.
   if (bit_find(ch->free_bits, s + n, false) < s + units) return false;
   bits_set_range(ch->free_bits, s + n, units - n, false);

@@ -22,7 +22,7 @@ PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, proto::Tier user);
 void arena_page_release(PageDesc* pg);
 
 // A run of `units` 16 KiB units (3..64) from a bundle chunk of arena `shard`.
-void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm);
+void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured);
 // Frees a run (pre-condition: p is the head of a run in use).
 void arena_bundle_free(void* p);
 // Grows the run p heads to `units` in place when the units after it are free (realloc).

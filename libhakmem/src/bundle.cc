@@ -17,44 +17,47 @@ using proto::ThreadCounter;
 size_t bundle_usable(const void* p, bool* ok) {
   uint32_t u = bundle_run_units(p);
   *ok = u != 0;
-  return size_t{u} * kUnitSize;
+  return u ? bundle_block_bytes(p, u) : 0;
 }
 
-void* bundle_malloc_slow(Heap* h, uint32_t units) {
+void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured) {
   if (h == &g_empty_heap) {
     h = heap_get_slow();
     if (!h) return nullptr;
   }
   void* p;
-  if (h->bundle_count[units - kBundleMinUnits]) {
+  // A cached run keeps the colour it was taken with: an aligned request takes a new run.
+  if (coloured && h->bundle_count[units - kBundleMinUnits]) {
     p = bundle_bin_pop(h, units - kBundleMinUnits);
   } else {
     thread_count(&h->ctl, Tier::Bundle, ThreadCounter::Misses, 1);
-    p = arena_bundle_alloc(h->shard, units, h->knob_bundle_prewarm);
+    p = arena_bundle_alloc(h->shard, units, h->knob_bundle_prewarm, coloured);
     if (!p) {
       errno = ENOMEM;
       return nullptr;
     }
   }
   thread_count(&h->ctl, Tier::Bundle, ThreadCounter::Allocs, 1);
-  thread_count(&h->ctl, Tier::Bundle, ThreadCounter::AllocBytes, size_t{units} * kUnitSize);
+  thread_count(&h->ctl, Tier::Bundle, ThreadCounter::AllocBytes, bundle_block_bytes(p, units));
   return p;
 }
 
 void bundle_free(Heap* h, void* p) {
   uint32_t units = bundle_run_units(p);
   if (units == 0) {
-    // A unit-aligned pointer to a free or cached run is a double free; anything else is not ours.
-    uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    // A block of a cached run, or a pointer at a colour offset into a free unit, is a double
+    // free; anything else is not ours.
+    const uintptr_t off = reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1);
     const BundleChunk* ch = bundle_chunk_of(p);
     uint32_t u = bundle_unit_of(p);
-    if ((a & (kUnitSize - 1)) == 0 && u != 0 && (ch->state[u] == kUnitFree || ch->state[u] == kUnitCached))
+    if ((off & 63) == 0 && off <= kColourMax && u != 0 &&
+        (ch->state[u] == kUnitFree || ch->state[u] == head_state(kUnitCached, off)))
       control_report_double_free("free", p);
     else
       control_report_invalid_free("free", p);
     return;
   }
-  const size_t bytes = size_t{units} * kUnitSize;
+  const size_t bytes = bundle_block_bytes(p, units);
   if (h != &g_empty_heap) {
     thread_count(&h->ctl, Tier::Bundle, ThreadCounter::Frees, 1);
     thread_count(&h->ctl, Tier::Bundle, ThreadCounter::FreeBytes, bytes);

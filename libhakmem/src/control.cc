@@ -16,11 +16,14 @@ using proto::Segment;
 using proto::ThreadSlot;
 
 // Defaults straight from the table, constant-initialised: valid before control_init runs.
-std::atomic<uint64_t> g_knob[proto::kKnobSlots] = {
+// 512-aligned so that the line malloc reads on every call (knobs 8..15: site.rules) is the
+// second line of an 8-line group, never one of the lines bundle colours use (chunk.h).
+alignas(512) std::atomic<uint64_t> g_knob[proto::kKnobSlots] = {
 #define HAKMEM_KNOB(ID, NAME, TYPE, DEF, MIN, MAX, MODE, ENV, HELP) DEF,
 #include "hakmem/proto/knobs.def"
 #undef HAKMEM_KNOB
 };
+static_assert(static_cast<size_t>(Knob::SiteRules) / 8 == 1, "site.rules is on the second line of g_knob");
 
 namespace {
 

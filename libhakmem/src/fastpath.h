@@ -72,24 +72,24 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
   } else if (kind == kMapBundle) {
     // The bundle bin push: the JSON/MIR-sized ping-pong stays off the arena lock, never
     // touches the run's own memory, and (like malloc_mid) needs no stack frame.
-    uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    if (HK_LIKELY((a & (kUnitSize - 1)) == 0)) {
+    uintptr_t off = a & (kUnitSize - 1);
+    if (HK_LIKELY((off & 63) == 0)) {
       BundleChunk* ch = bundle_chunk_of(p);
       Heap* h = t_heap;
       uint8_t* st = &ch->state[(a & kChunkMask) >> kUnitShift];
-      if (HK_LIKELY(*st == kUnitHead && ch->arena == h->shard)) {
+      if (HK_LIKELY(*st == head_state(kUnitHead, off) && ch->arena == h->shard)) {
         const uint32_t units = st[kUnitsPerChunk];  // run[u]: run follows state
         const uint32_t i = units - kBundleMinUnits;    // unit 0 (the header) has run 0
         const size_t total = h->bundle_bytes + (size_t{units} << kUnitShift);
         if (HK_LIKELY(i < kBundleBins && h->bundle_count[i] < kBundleBinTable.cap[i] &&
                       total <= h->bundle_limit)) {
-          *st = kUnitCached;
+          *st = static_cast<uint8_t>(head_state(kUnitCached, off));
           const uint32_t n = h->bundle_count[i];
           h->bundle_slot[kBundleBinTable.off[i] + n] = p;
           h->bundle_count[i] = static_cast<uint8_t>(n + 1);
           h->bundle_bytes = total;
           thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Frees, 1);
-          thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, size_t{units} << kUnitShift);
+          thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, bundle_block_bytes(p, units));
           return;
         }
       }

@@ -47,25 +47,26 @@ inline constexpr BundleBinTable make_bundle_bin_table() {
 inline constexpr BundleBinTable kBundleBinTable = make_bundle_bin_table();
 
 struct Heap {
-  // Cold fields first: a heap starts on a page boundary, the L1 set that the
-  // first line of every page-aligned block maps to, which a program walking big blocks page
-  // by page evicts each time. Nothing on a fast path may live in that line.
+  // Cold fields first: a heap starts on a page boundary, the L1 set that the first line of
+  // every page-aligned block maps to, which a program walking big blocks page by page evicts
+  // each time. Nothing on a fast path may live in that line, nor in the lines a bundle
+  // block's colour puts a page walk on (sizeclass.h, chunk.h): the hot fields start at 1 KiB.
   Heap* next_all;                // registry of every heap ever made
   Heap* next_abandoned;
   uint32_t index;                // creation order; picks the shard
   uint8_t live;                  // owned by a running thread (0 = abandoned / empty heap)
-  alignas(64) Magazine tiny[kTinyClasses];  // hot: the tiny fast path touches only these, tick and ctl
+  alignas(1024) Magazine tiny[kTinyClasses];  // hot: the tiny fast path touches only these, tick and ctl
   ThreadCtl ctl;
   Magazine pool[kPoolClasses];
   // Bundle bins (index: units - kBundleMinUnits); see kBundleBinTable. A cached run's head
   // unit is marked kUnitCached in its chunk, which is how a second free of it is seen.
   uint8_t bundle_count[kBundleBins];
+  uint8_t shard;                 // pool/arena shard; next to the bins, which the bundle free reads with it
   size_t bundle_bytes;           // bytes cached in the bins
   size_t bundle_limit;           // bound on bundle_bytes: kBundleCacheBytes, 0 for the empty heap
   void* bundle_slot[kBundleBinTable.total];
   PageDesc* tiny_avail[kTinyClasses];  // owned slabs with free or uncarved blocks
   MpscStack<PageDesc, &PageDesc::ready_next> ready;  // owned slabs with remote frees
-  uint8_t shard;
   // Knob values cached by heap_refresh_knobs().
   uint32_t knob_tiny_cap;
   uint8_t knob_tiny_prewarm;
@@ -76,6 +77,7 @@ struct Heap {
 // Caches the run p (the head of a run of `units` in use, held by this thread) in its bin.
 // False when the bin is full or the heap's bound would be passed (the empty heap's is 0).
 inline bool bundle_bin_push(Heap* h, void* p, uint32_t units) {
+  const uintptr_t off = reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1);
   const uint32_t i = units - kBundleMinUnits;
   const uint32_t n = h->bundle_count[i];
   const size_t bytes = size_t{units} * kUnitSize;
@@ -83,7 +85,7 @@ inline bool bundle_bin_push(Heap* h, void* p, uint32_t units) {
   h->bundle_slot[kBundleBinTable.off[i] + n] = p;
   h->bundle_count[i] = static_cast<uint8_t>(n + 1);
   h->bundle_bytes += bytes;
-  bundle_chunk_of(p)->state[bundle_unit_of(p)] = kUnitCached;
+  bundle_chunk_of(p)->state[bundle_unit_of(p)] = static_cast<uint8_t>(head_state(kUnitCached, off));
   return true;
 }
 
@@ -93,7 +95,8 @@ inline void* bundle_bin_pop(Heap* h, uint32_t i) {
   void* p = h->bundle_slot[kBundleBinTable.off[i] + n];
   h->bundle_count[i] = static_cast<uint8_t>(n);
   h->bundle_bytes -= size_t{i + kBundleMinUnits} * kUnitSize;
-  bundle_chunk_of(p)->state[bundle_unit_of(p)] = kUnitHead;
+  const uintptr_t off = reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1);
+  bundle_chunk_of(p)->state[bundle_unit_of(p)] = static_cast<uint8_t>(head_state(kUnitHead, off));
   return p;
 }
 
@@ -130,7 +133,8 @@ void pool_unlock_all();
 void pool_reset_locks();
 
 // Bundle tier (bundle.cc).
-void* bundle_malloc_slow(Heap* h, uint32_t units);
+// `coloured`: the block starts at its run's colour (sizeclass.h); false for aligned requests.
+void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured = true);
 void bundle_free(Heap* h, void* p);
 void bundle_flush_all(Heap* h);
 size_t bundle_usable(const void* p, bool* ok);

@@ -90,8 +90,10 @@ __attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
     if (HK_LIKELY(m.head != nullptr)) return count_alloc(h, proto::Tier::Pool, pool_class_size(c), m.pop());
   } else if (n <= kBundleMax) {
     uint32_t u = bundle_units_of(n);
-    if (HK_LIKELY(h->bundle_count[u - kBundleMinUnits] != 0))
-      return count_alloc(h, proto::Tier::Bundle, size_t{u} * kUnitSize, bundle_bin_pop(h, u - kBundleMinUnits));
+    if (HK_LIKELY(h->bundle_count[u - kBundleMinUnits] != 0)) {
+      void* p = bundle_bin_pop(h, u - kBundleMinUnits);
+      return count_alloc(h, proto::Tier::Bundle, bundle_block_bytes(p, u), p);
+    }
   }
   return malloc_mid_miss(h, n);
 }
@@ -169,8 +171,9 @@ void* hk_malloc(size_t n) { return malloc_inline(n); }
 void hk_free(void* p) { free_inline(p); }
 
 // Pre-condition: align is a power of two. Each tier gives alignment for free in some cases:
-// tiny/pool blocks sit at multiples of their size from a 64 KiB page start, bundle runs on
-// 16 KiB units; beyond that a whale mapping places the block where asked.
+// tiny/pool blocks sit at multiples of their size from a 64 KiB page start, bundle blocks at
+// a multiple of 64 (their colour) or, uncoloured, on 16 KiB units; beyond that a whale
+// mapping places the block where asked.
 void* hk_aligned(size_t align, size_t n) {
   if (align <= 16) return malloc_inline(n);
   if (n > kMaxRequest) {
@@ -189,7 +192,13 @@ void* hk_aligned(size_t align, size_t n) {
   }
   if (n <= kBundleMax && align <= kUnitSize) {
     size_t m = n < kPoolMax + 1 ? kPoolMax + 1 : n;
-    return malloc_inline(m);
+    if (align <= 64) return malloc_inline(m);
+    int saved = errno;
+    if (void* p = bundle_malloc_slow(t_heap, bundle_units_uncoloured(m), false)) {
+      errno = saved;
+      return p;
+    }
+    errno = saved;  // no run (chunk index full, no memory): a whale mapping, as below
   }
   Heap* h = t_heap;
   if (h == &g_empty_heap) heap_get_slow();
@@ -252,11 +261,12 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
   if (n <= usable && (n >= usable / 2 || usable <= 64)) return p;
   // A bundle run grows in place into free units that follow it: no copy at all.
   if (n > usable && n <= kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapBundle) {
-    uint32_t units = bundle_units_of(n);
+    // The block keeps its colour (or its lack of one).
+    uint32_t units = (reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1)) ? bundle_units_of(n) : bundle_units_uncoloured(n);
     Heap* h = t_heap;
     if (arena_bundle_grow(p, units)) {
       if (h != &g_empty_heap) {
-        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::AllocBytes, size_t{units} * kUnitSize - usable);
+        thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::AllocBytes, bundle_block_bytes(p, units) - usable);
       }
       return p;
     }

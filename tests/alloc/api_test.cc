@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <thread>
 #include <vector>
 
@@ -356,6 +357,65 @@ TEST(AllocApi, BundleAndWhaleReuseLeavesTheBlockUntouched) {
     EXPECT_EQ(changed, 0u) << n;
     free(q);
   }
+}
+
+// Bundle blocks (32 KiB - 1 MiB) start on page-offset line 2, 3, 4 or 5 of their run, not
+// on line 0 (the L1 set of every page-aligned structure), varied by position; the usable
+// size depends on the request alone. Aligned requests still get their alignment, and the
+// run start is not a block: freeing it is reported and harms nothing.
+TEST(AllocApi, BundleBlocksAreCacheColouredOffTheFirstLineOfAPage) {
+  for (size_t n : {size_t{40000}, size_t{64} << 10, size_t{100000}, size_t{256} << 10, size_t{1} << 20}) {
+    std::vector<void*> blocks;
+    std::vector<bool> colours(64);
+    size_t usable = 0;
+    for (int i = 0; i < 16; i++) {
+      void* p = malloc(n);
+      ASSERT_NE(p, nullptr);
+      const uintptr_t off = reinterpret_cast<uintptr_t>(p) & 4095;
+      EXPECT_EQ(off % 64, 0u) << n;
+      EXPECT_GE(off, 128u) << n;
+      EXPECT_LE(off, 320u) << n;
+      colours[off / 64] = true;
+      if (i == 0) usable = malloc_usable_size(p);
+      EXPECT_EQ(malloc_usable_size(p), usable) << n << ": the usable size depends on the size alone";
+      EXPECT_GE(usable, n);
+      fill_pattern(p, usable, i);
+      blocks.push_back(p);
+    }
+    EXPECT_GE(std::count(colours.begin(), colours.end(), true), 2) << n << ": colours vary with position";
+    for (size_t i = 0; i < blocks.size(); i++) EXPECT_TRUE(check_pattern(blocks[i], usable, static_cast<int>(i))) << n;
+    for (void* p : blocks) free(p);
+  }
+  for (size_t align : {size_t{128}, size_t{4096}, size_t{16384}}) {
+    for (size_t n : {size_t{40000}, size_t{64} << 10}) {
+      void* p = nullptr;
+      ASSERT_EQ(posix_memalign(&p, align, n), 0);
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % align, 0u) << align << " " << n;
+      EXPECT_GE(malloc_usable_size(p), n);
+      memset(p, 9, malloc_usable_size(p));
+      // Counted rather than read from stderr: a report is printed once per address, and
+      // these blocks may reuse one another's runs.
+      const uint64_t before = stats().double_frees;
+      capture_stderr([&] {
+        free(p);
+        free(p);
+      });
+      EXPECT_EQ(stats().double_frees, before + 1) << align << " " << n;
+    }
+  }
+  auto* p = static_cast<char*>(malloc(64 << 10));
+  ASSERT_NE(p, nullptr);
+  fill_pattern(p, 64 << 10, 5);
+  char* run = p - (reinterpret_cast<uintptr_t>(p) & 4095);
+  void (*volatile free_fn)(void*) = free;
+  std::string err = capture_stderr([&] { free_fn(run); });
+  EXPECT_NE(err.find("invalid"), std::string::npos) << err;
+  EXPECT_NE(err.find(hex(run)), std::string::npos) << err;
+  EXPECT_TRUE(check_pattern(p, 64 << 10, 5));
+  free(p);
+  void* q = malloc(64 << 10);
+  EXPECT_EQ(q, p) << "the block went back to its bin as usual";
+  free(q);
 }
 
 TEST(AllocApi, DoubleFreeIsReportedInEveryTier) {

@@ -53,11 +53,17 @@ TEST(SizeClass, PoolClassesAreTightAndAligned) {
   }
 }
 
+// A block sits up to kColourMax bytes into its run (its cache colour), so its run has room
+// for that too; an aligned block starts on its run and needs no more than its own size.
 TEST(SizeClass, BundleUnits) {
   EXPECT_EQ(bundle_units_of(kPoolMax + 1), kBundleMinUnits);
   EXPECT_EQ(bundle_units_of(kBundleMax), kBundleMaxUnits);
-  EXPECT_EQ(bundle_units_of(64 * 1024), 4u);
-  EXPECT_EQ(bundle_units_of(64 * 1024 + 1), 5u);
+  EXPECT_EQ(bundle_units_of(64 * 1024 - kColourMax), 4u);
+  EXPECT_EQ(bundle_units_of(64 * 1024 - kColourMax + 1), 5u);
+  EXPECT_EQ(bundle_units_of(64 * 1024), 5u);
+  EXPECT_EQ(bundle_units_uncoloured(64 * 1024), 4u);
+  EXPECT_EQ(bundle_units_uncoloured(64 * 1024 + 1), 5u);
+  EXPECT_EQ(bundle_units_uncoloured(kBundleMax), kBundleMaxUnits - 1);
 }
 
 TEST(SizeClass, BlockIndexRecognisesExactlyTheBlockStartsOfAPage) {
