@@ -21,9 +21,10 @@ PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, proto::Tier user);
 // Gives an empty page back to its chunk's arena (any thread).
 void arena_page_release(PageDesc* pg);
 
-// A run of `units` 16 KiB units (3..64) from a bundle chunk of arena `shard`.
+// A run of `units` 16 KiB units (3..65) from a bundle chunk of arena `shard`; returns its
+// block, at the run's colour when `coloured` (sizeclass.h), else at the run start.
 void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured);
-// Frees a run (pre-condition: p is the head of a run in use).
+// Frees a run (pre-condition: p is the block of a run in use).
 void arena_bundle_free(void* p);
 // Grows the run p heads to `units` in place when the units after it are free (realloc).
 // Returns false, changing nothing, when they are not. Pre-condition: p heads a run in use

@@ -80,7 +80,6 @@ enum UnitState : uint8_t { kUnitFree = 0, kUnitHead = 1, kUnitTail = 2, kUnitCac
 // that offset is a multiple of 64: one load and compare on the free path.
 inline uint32_t head_state(UnitState st, uintptr_t colour) { return st | static_cast<uint32_t>(colour >> 4); }
 inline uint32_t unit_kind(uint8_t s) { return s & 3u; }
-inline size_t state_colour(uint8_t s) { return size_t{s & ~3u} << 4; }
 // Colour of a block heading at unit s: page-offset line 2, 3, 4 or 5, varied by position so
 // that blocks walked side by side (a copy, a merge) do not alias 4 KiB apart either. None
 // of the allocator's hot lines is on those: the heap's hot fields start at 1 KiB (heap.h),
