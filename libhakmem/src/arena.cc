@@ -342,11 +342,12 @@ void arena_page_release(PageDesc* pg) {
 
 namespace {
 // Marks the run [s, s+units) of ch in use and returns its block: `coloured` places it at
-// the unit's colour, else at the run start. Pre-condition: the arena lock is held.
+// the unit's colour (runs of up to kColourUnits), else at the run start. Pre-condition: the
+// arena lock is held.
 void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool coloured, bool* populate) {
   *populate = prewarm && (!ch->half_backed[s / kUnitsPerHalf] ||
                           !ch->half_backed[(s + units - 1) / kUnitsPerHalf]);
-  const size_t colour = coloured ? unit_colour(s) : 0;
+  const size_t colour = coloured && units <= kColourUnits ? unit_colour(s) : 0;
   bits_set_range(ch->free_bits, s, units, false);
   ch->state[s] = static_cast<uint8_t>(head_state(kUnitHead, colour));
   ch->run[s] = static_cast<uint8_t>(units);

@@ -22,7 +22,8 @@ PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, proto::Tier user);
 void arena_page_release(PageDesc* pg);
 
 // A run of `units` 16 KiB units (3..65) from a bundle chunk of arena `shard`; returns its
-// block, at the run's colour when `coloured` (sizeclass.h), else at the run start.
+// block, at the run's colour when `coloured` and the run is short enough (sizeclass.h),
+// else at the run start.
 void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured);
 // Frees a run (pre-condition: p is the block of a run in use).
 void arena_bundle_free(void* p);

@@ -261,10 +261,12 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
   if (n <= usable && (n >= usable / 2 || usable <= 64)) return p;
   // A bundle run grows in place into free units that follow it: no copy at all.
   if (n > usable && n <= kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapBundle) {
-    // The block keeps its colour (or its lack of one).
-    uint32_t units = (reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1)) ? bundle_units_of(n) : bundle_units_uncoloured(n);
+    // The block keeps its colour (or its lack of one); a coloured run stays within
+    // kColourUnits, so that every run of a bin fits every request of that bin.
+    const bool coloured = (reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1)) != 0;
+    uint32_t units = coloured ? bundle_units_uncoloured(n + kColourMax) : bundle_units_uncoloured(n);
     Heap* h = t_heap;
-    if (arena_bundle_grow(p, units)) {
+    if ((!coloured || units <= kColourUnits) && arena_bundle_grow(p, units)) {
       if (h != &g_empty_heap) {
         thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::AllocBytes, bundle_block_bytes(p, units) - usable);
       }

@@ -60,16 +60,27 @@ inline constexpr size_t kUnitSize = size_t{1} << kUnitShift;
 // page walk there ran 47-50 ns/iter against 31-35 on other sets, with glibc too (whose
 // blocks start 16 bytes past a chunk header, so its json walk is never on line 0).
 inline constexpr size_t kColourMax = 320;
-// Run length in units for a block of n bytes (kPoolMax < n <= kBundleMax) at any colour.
-inline constexpr uint32_t bundle_units_of(size_t n) {
-  return static_cast<uint32_t>((n + kColourMax + kUnitSize - 1) >> kUnitShift);
-}
+// Only runs of up to 17 units (blocks up to 256 KiB, 64 pages) are coloured. Past that a
+// page walk's lines overflow the L1 set many times over wherever they are, and the room for
+// a colour would cost the common power-of-two sizes a unit each (a 1 MiB block 65 units,
+// which no longer pack two to a 2 MiB half: mixed took 1.8 k more page faults).
+inline constexpr uint32_t kColourUnits = 17;
 // Run length for a block that must start on its run (aligned requests: colour 0).
 inline constexpr uint32_t bundle_units_uncoloured(size_t n) {
   return static_cast<uint32_t>((n + kUnitSize - 1) >> kUnitShift);
 }
+// Run length in units for a block of n bytes (kPoolMax < n <= kBundleMax): runs of up to
+// kColourUnits have room for any colour; longer ones have none and are never coloured. So
+// the run length alone says whether a run is coloured, and any run of a bin fits every
+// request that maps to that bin.
+inline constexpr uint32_t bundle_units_of(size_t n) {
+  const uint32_t u = bundle_units_uncoloured(n + kColourMax);
+  if (u <= kColourUnits) return u;
+  const uint32_t v = bundle_units_uncoloured(n);
+  return v > kColourUnits ? v : kColourUnits + 1;
+}
 inline constexpr uint32_t kBundleMinUnits = bundle_units_uncoloured(kPoolMax + 1);  // 3
-inline constexpr uint32_t kBundleMaxUnits = bundle_units_of(kBundleMax);            // 65
+inline constexpr uint32_t kBundleMaxUnits = bundle_units_of(kBundleMax);            // 64
 inline constexpr uint32_t kBundleBins = kBundleMaxUnits - kBundleMinUnits + 1;
 
 // Block-start check without a division (Granlund-Montgomery divisibility test). With
@@ -98,6 +109,9 @@ inline constexpr uint32_t block_index(uint32_t off, uint32_t inv, uint32_t shift
 
 static_assert(pool_class_size(0) == 1280 && pool_class_size(kPoolClasses - 1) == kPoolMax);
 static_assert(pool_class_of(kTinyMax + 1) == 0 && pool_class_of(kPoolMax) == kPoolClasses - 1);
-static_assert(kBundleMinUnits == 3 && kBundleMaxUnits == 65 && bundle_units_of(kPoolMax + 1) == 3);
+static_assert(kBundleMinUnits == 3 && kBundleMaxUnits == 64 && bundle_units_of(kPoolMax + 1) == 3);
+static_assert(bundle_units_of(kColourUnits * kUnitSize - kColourMax) == kColourUnits &&
+              bundle_units_of(kColourUnits * kUnitSize - kColourMax + 1) == kColourUnits + 1 &&
+              bundle_units_of((kColourUnits + 1) * kUnitSize) == kColourUnits + 1);
 
 }  // namespace hakmem

@@ -359,12 +359,19 @@ TEST(AllocApi, BundleAndWhaleReuseLeavesTheBlockUntouched) {
   }
 }
 
-// Bundle blocks (32 KiB - 1 MiB) start on page-offset line 2, 3, 4 or 5 of their run, not
-// on line 0 (the L1 set of every page-aligned structure), varied by position; the usable
-// size depends on the request alone. Aligned requests still get their alignment, and the
-// run start is not a block: freeing it is reported and harms nothing.
+// Bundle blocks up to 256 KiB start on page-offset line 2, 3, 4 or 5 of their run, not on
+// line 0 (the L1 set of every page-aligned structure), varied by position; larger ones start
+// on their run. The usable size depends on the request alone. Aligned requests still get
+// their alignment, and the run start is not a block: freeing it is reported, harms nothing.
 TEST(AllocApi, BundleBlocksAreCacheColouredOffTheFirstLineOfAPage) {
-  for (size_t n : {size_t{40000}, size_t{64} << 10, size_t{100000}, size_t{256} << 10, size_t{1} << 20}) {
+  for (size_t n : {size_t{300000}, size_t{1} << 20}) {
+    void* p = malloc(n);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) & 4095, 0u) << n << ": longer runs are not coloured";
+    EXPECT_GE(malloc_usable_size(p), n);
+    memset(p, 1, n);
+    free(p);
+  }
+  for (size_t n : {size_t{40000}, size_t{64} << 10, size_t{100000}, size_t{256} << 10}) {
     std::vector<void*> blocks;
     std::vector<bool> colours(64);
     size_t usable = 0;

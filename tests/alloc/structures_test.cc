@@ -53,17 +53,27 @@ TEST(SizeClass, PoolClassesAreTightAndAligned) {
   }
 }
 
-// A block sits up to kColourMax bytes into its run (its cache colour), so its run has room
-// for that too; an aligned block starts on its run and needs no more than its own size.
+// A block of up to 256 KiB sits up to kColourMax bytes into its run (its cache colour), so
+// its run has room for that too; longer runs are never coloured and need only the block.
 TEST(SizeClass, BundleUnits) {
   EXPECT_EQ(bundle_units_of(kPoolMax + 1), kBundleMinUnits);
   EXPECT_EQ(bundle_units_of(kBundleMax), kBundleMaxUnits);
+  EXPECT_EQ(bundle_units_of(kBundleMax), 64u);
   EXPECT_EQ(bundle_units_of(64 * 1024 - kColourMax), 4u);
   EXPECT_EQ(bundle_units_of(64 * 1024 - kColourMax + 1), 5u);
   EXPECT_EQ(bundle_units_of(64 * 1024), 5u);
+  EXPECT_EQ(bundle_units_of(256 * 1024), 17u);
+  EXPECT_EQ(bundle_units_of(17 * kUnitSize - kColourMax), 17u);
+  EXPECT_EQ(bundle_units_of(17 * kUnitSize - kColourMax + 1), 18u);  // uncoloured from here
+  EXPECT_EQ(bundle_units_of(512 * 1024), 32u);
   EXPECT_EQ(bundle_units_uncoloured(64 * 1024), 4u);
   EXPECT_EQ(bundle_units_uncoloured(64 * 1024 + 1), 5u);
-  EXPECT_EQ(bundle_units_uncoloured(kBundleMax), kBundleMaxUnits - 1);
+  // Every request of a bin fits every run of it, coloured or not.
+  for (size_t n = kPoolMax + 1; n <= kBundleMax; n += 61) {
+    const uint32_t u = bundle_units_of(n);
+    const size_t usable = u * kUnitSize - (u <= kColourUnits ? kColourMax : 0);
+    ASSERT_GE(usable, n) << n;
+  }
 }
 
 TEST(SizeClass, BlockIndexRecognisesExactlyTheBlockStartsOfAPage) {
