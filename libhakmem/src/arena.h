@@ -21,7 +21,7 @@ PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, proto::Tier user);
 // Gives an empty page back to its chunk's arena (any thread).
 void arena_page_release(PageDesc* pg);
 
-// A run of `units` 16 KiB units (3..65) from a bundle chunk of arena `shard`; returns its
+// A run of `units` 16 KiB units (3..64) from a bundle chunk of arena `shard`; returns its
 // block, at the run's colour when `coloured` and the run is short enough (sizeclass.h),
 // else at the run start.
 void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured);
