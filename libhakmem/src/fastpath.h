@@ -79,15 +79,8 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
       uint8_t* st = &ch->state[(a & kChunkMask) >> kUnitShift];
       if (HK_LIKELY(*st == head_state(kUnitHead, off) && ch->arena == h->shard)) {
         const uint32_t units = st[kUnitsPerChunk];  // run[u]: run follows state
-        const uint32_t i = units - kBundleMinUnits;    // unit 0 (the header) has run 0
-        const size_t total = h->bundle_bytes + (size_t{units} << kUnitShift);
-        if (HK_LIKELY(i < kBundleBins && h->bundle_count[i] < kBundleBinTable.cap[i] &&
-                      total <= h->bundle_limit)) {
-          *st = static_cast<uint8_t>(head_state(kUnitCached, off));
-          const uint32_t n = h->bundle_count[i];
-          h->bundle_slot[kBundleBinTable.off[i] + n] = p;
-          h->bundle_count[i] = static_cast<uint8_t>(n + 1);
-          h->bundle_bytes = total;
+        // Unit 0 (the header) has run 0: the bound check keeps it out.
+        if (HK_LIKELY(units - kBundleMinUnits < kBundleBins && bundle_bin_push(h, p, units))) {
           thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Frees, 1);
           thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, bundle_block_bytes(p, units));
           return;

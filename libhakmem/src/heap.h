@@ -74,7 +74,7 @@ struct Heap {
   uint8_t knob_bundle_prewarm;
 };
 
-// Caches the run p (the head of a run of `units` in use, held by this thread) in its bin.
+// Caches the run whose block is p (`units` long, in use, held by this thread) in its bin.
 // False when the bin is full or the heap's bound would be passed (the empty heap's is 0).
 inline bool bundle_bin_push(Heap* h, void* p, uint32_t units) {
   const uintptr_t off = reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1);
