@@ -21,6 +21,7 @@ void* whale_path(size_t n, size_t align, bool zero);
 void* malloc_mid(Heap* h, size_t n);
 void* tiny_slow(Heap* h, uint32_t c);
 void free_slow(void* p, MapKind kind);
+void pool_free_local(Heap* h, void* p, PageDesc* pg);
 void* tick_and_return(Heap* h, void* b);
 
 __attribute__((always_inline)) inline void* malloc_inline(size_t n) {
@@ -68,6 +69,8 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
         slot_add(h->ctl.slot->tiny_class_frees[c], 1);
         return;
       }
+    } else if (pg->kind == kPagePool) {
+      return pool_free_local(h, p, pg);  // a tail call, as the bundle path below needs none
     }
   } else if (kind == kMapBundle) {
     // The bundle bin push: the JSON/MIR-sized ping-pong stays off the arena lock, never

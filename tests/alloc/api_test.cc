@@ -51,6 +51,11 @@ TEST(AllocApi, FreeNullAndErrnoUntouchedByFree) {
   free(kept(malloc(100)));
   free(kept(malloc(3 << 20)));
   free(kept(malloc(300000)));
+  // Pool blocks, enough to overflow the thread's magazine and empty whole pages, which go
+  // back to the arena (and may be purged) from inside free.
+  std::vector<void*> pool_blocks;
+  for (int i = 0; i < 200; i++) pool_blocks.push_back(kept(malloc(3000)));
+  for (void* p : pool_blocks) free(p);
   EXPECT_EQ(errno, 1234);
 }
 
@@ -317,6 +322,8 @@ TEST(AllocApi, InvalidFreeIsReportedWithTheAddressAndTheProcessContinues) {
   int on_stack = 0;
   void* inner = malloc(256);
   char* interior = static_cast<char*>(inner) + 16;
+  void* mid = malloc(3000);  // a pool block: its free has a fast route of its own
+  char* mid_interior = static_cast<char*>(mid) + 16;
   void* big = malloc(4 << 20);
   char* big_interior = static_cast<char*>(big) + 8192;
   void (*volatile free_fn)(void*) = free;  // the compiler rightly warns about these calls
@@ -324,17 +331,21 @@ TEST(AllocApi, InvalidFreeIsReportedWithTheAddressAndTheProcessContinues) {
     free_fn(&not_heap[16]);
     free_fn(&on_stack);
     free_fn(interior);
+    free_fn(mid_interior);
     free_fn(big_interior);
     free_fn(reinterpret_cast<void*>(uintptr_t{0xdead} << 48));  // non-canonical
   });
   EXPECT_NE(err.find(hex(&not_heap[16])), std::string::npos) << err;
   EXPECT_NE(err.find(hex(&on_stack)), std::string::npos) << err;
   EXPECT_NE(err.find(hex(interior)), std::string::npos) << err;
+  EXPECT_NE(err.find(hex(mid_interior)), std::string::npos) << err;
   EXPECT_NE(err.find(hex(big_interior)), std::string::npos) << err;
   EXPECT_NE(err.find("invalid"), std::string::npos) << err;
   // The real blocks are intact and still free normally.
   memset(inner, 3, 256);
+  memset(mid, 4, 3000);
   free(inner);
+  free(mid);
   free(big);
   void* again = malloc(256);
   ASSERT_NE(again, nullptr);
