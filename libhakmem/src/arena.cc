@@ -95,6 +95,9 @@ void chunk_list_insert(SmallChunk*& head, SmallChunk* ch) {
 }
 
 SmallChunk* small_chunk_new(uint32_t shard) {
+  // Always a fresh mapping, never a chunk of a cached whale (see bundle_chunk_new): a
+  // program that needs a few more pages would hold all 4 MiB resident (bigblock: +3.8 MiB
+  // peak RSS).
   void* p = chunk_map(kSmallTier, kMapSmall, false);
   if (!p) return nullptr;
   SmallChunk* ch = static_cast<SmallChunk*>(p);
@@ -133,8 +136,18 @@ BundleChunk* bundle_chunk_new(uint32_t shard) {
   // Chunks are huge-page aligned but not THP-hinted: measured, MADV_HUGEPAGE made the first
   // touch of fresh memory stall in compaction (defrag=madvise) and bloated RSS for sparse
   // use, while reuse from the caches already avoids the faults it would save.
-  void* p = chunk_map(Tier::Bundle, kMapBundle, false);
-  if (!p) return nullptr;
+  // Cross-tier reuse first: the first chunk of a cached whale mapping is resident already,
+  // so runs carved from it do not fault again (mixed: 44.1 k -> 41.1 k faults, peak RSS
+  // 177 -> 165 MiB). It is not zero: its header is cleared here.
+  void* p = whale_cache_take_chunk();
+  const bool resident = p != nullptr;
+  if (resident) {
+    memset(p, 0, sizeof(BundleChunk));
+    control_add(Tier::Bundle, GlobalCounter::MappedBytes, static_cast<int64_t>(kChunkSize));
+    g_pagemap.set(reinterpret_cast<uintptr_t>(p), kMapBundle);
+  } else if ((p = chunk_map(Tier::Bundle, kMapBundle, false)) == nullptr) {
+    return nullptr;
+  }
   BundleChunk* ch = static_cast<BundleChunk*>(p);
   ch->map_kind = kMapBundle;
   ch->arena = static_cast<uint8_t>(shard);
@@ -145,6 +158,16 @@ BundleChunk* bundle_chunk_new(uint32_t shard) {
   for (auto& w : ch->free_bits) w = ~uint64_t{0};
   ch->free_bits[0] &= ~uint64_t{1};
   ch->state[0] = kUnitHead;
+  if (resident) {
+    // Every free unit is resident: cached from now on, and returned by decay like any other.
+    for (auto& w : ch->touched_bits) w = ~uint64_t{0};
+    ch->touched_bits[0] &= ~uint64_t{1};
+    ch->half_backed[0] = ch->half_backed[1] = 1;
+    ch->half_cached[0] = ch->half_free[0];
+    ch->half_cached[1] = ch->half_free[1];
+    ch->half_free_since[0] = ch->half_free_since[1] = os_now_ns();
+    control_add(Tier::Bundle, GlobalCounter::CachedBytes, static_cast<int64_t>(half_cached(ch, 0) + half_cached(ch, 1)));
+  }
   uint32_t i = 0;
   while (i < a.nbundle && a.bundle[i] < ch) i++;
   memmove(&a.bundle[i + 1], &a.bundle[i], (a.nbundle - i) * sizeof(a.bundle[0]));

@@ -151,6 +151,11 @@ void* whale_realloc_grow(Heap* h, void* p, size_t n);
 size_t whale_usable(const void* p, bool* ok);
 bool whale_trim();
 void whale_decay(uint64_t now, bool force);
+// Cross-tier reuse: the first chunk of the smallest cached whale mapping of at least a
+// chunk, for an arena that would otherwise map a new one. Its pages are resident (and not
+// zero); it leaves the page map and the whale figures; the rest of the mapping stays cached
+// as a whale of its own when it can serve one, else is unmapped. nullptr when none.
+void* whale_cache_take_chunk();
 // Applies a lowered whale.cache_bytes / whale.decay_ms to the cache at once (no lock held).
 void whale_apply_knobs();
 void whale_lock_all();

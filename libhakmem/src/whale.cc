@@ -392,6 +392,53 @@ void whale_free(Heap* h, void* p, const char* what) {
   decay_thread_maybe_start();
 }
 
+void* whale_cache_take_chunk() {
+  WhaleHeader* w = nullptr;
+  // The smallest mapping of at least a chunk, from the lowest shard that has one: the one
+  // whose loss the whale tier feels least.
+  for (uint32_t si = 0; si < kWhaleShards && !w; si++) {
+    WhaleShard& s = g_whale[si];
+    LockGuard g(s.lock);
+    for (WhaleHeader* c = s.head; c; c = c->next)
+      if (c->map_len >= kChunkSize && c->user - static_cast<char*>(c->base) == static_cast<ptrdiff_t>(kWhaleHeader) &&
+          (!w || c->map_len < w->map_len))
+        w = c;
+    if (w) list_unlink(s, w);
+  }
+  if (!w) return nullptr;
+  const uintptr_t base = reinterpret_cast<uintptr_t>(w->base);
+  const size_t len = w->map_len, rest = len - kChunkSize;
+  const uint64_t freed_ns = w->freed_ns;
+  w->check = 0;
+  g_whale_cached.fetch_sub(len, std::memory_order_relaxed);
+  control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(len));
+  control_add(Tier::Whale, GlobalCounter::MappedBytes, -static_cast<int64_t>(kChunkSize));
+  const uintptr_t tail = base + kChunkSize;
+  if (rest > kWhaleHeader + kBundleMax) {
+    // Big enough for a whale: cached on its own, as old as the mapping it came from.
+    char* tail_user = reinterpret_cast<char*>(tail) + kWhaleHeader;
+    WhaleHeader* t = header_of(tail_user);
+    t->base = reinterpret_cast<void*>(tail);
+    t->user = tail_user;
+    t->map_len = rest;
+    t->usable = rest - kWhaleHeader;
+    t->check = cached_check(tail_user);
+    t->system = 0;
+    t->freed_ns = freed_ns;
+    g_pagemap.set(tail, kMapWhaleHead);
+    g_whale_cached.fetch_add(rest, std::memory_order_relaxed);
+    control_add(Tier::Whale, GlobalCounter::CachedBytes, static_cast<int64_t>(rest));
+    list_push(t);
+  } else if (rest > 0) {
+    g_pagemap.clear_range(tail, rest);
+    os_unmap(reinterpret_cast<void*>(tail), rest);
+    control_add(Tier::Whale, GlobalCounter::OsUnmaps, 1);
+    control_add(Tier::Whale, GlobalCounter::MappedBytes, -static_cast<int64_t>(rest));
+  }
+  g_pagemap.set(base, kMapNone);
+  return reinterpret_cast<void*>(base);
+}
+
 void whale_decay(uint64_t now, bool force) {
   uint64_t age = force ? 0 : knob(proto::Knob::WhaleDecayMs) * 1000000ull;
   for (auto& s : g_whale) evict(s, [now, age](WhaleHeader* w) { return now - w->freed_ns >= age; });

@@ -5,6 +5,7 @@
 #include <malloc.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <gtest/gtest.h>
 
@@ -303,6 +304,54 @@ TEST(AllocArena, PagesFreedByOneThreadAreReusedByAnotherBeforeANewChunkIsMapped)
   EXPECT_GE(cached0, 8u << 20) << "the first thread's empty slabs should be free arena pages";
   EXPECT_EQ(s1.tier[HAKMEM_TIER_POOL].os_maps, s0.tier[HAKMEM_TIER_POOL].os_maps)
       << "a new small chunk was mapped while freed pages were available";
+}
+
+// Pages of [p, p + n) (p page-aligned) that are resident; -1 when part of it is not mapped.
+long resident_pages(const void* p, size_t n) {
+  std::vector<unsigned char> vec((n + 4095) / 4096);
+  if (mincore(const_cast<void*>(p), n, vec.data()) != 0) return -1;
+  long r = 0;
+  for (unsigned char v : vec) r += v & 1;
+  return r;
+}
+
+// Cross-tier reuse: a bundle arena that needs a new chunk takes the first chunk of a cached
+// whale mapping, whose pages are resident (runs carved from it do not fault), and the rest
+// of the mapping stays mapped and resident, cached for the next whale.
+TEST(AllocArena, ANewBundleChunkIsTakenFromACachedWhaleBeforeOneIsMapped) {
+  const uint64_t whale_decay = hakmem_test::get_knob("whale.decay_ms");
+  const uint64_t bundle_decay = hakmem_test::get_knob("bundle.decay_ms");
+  set_knob("whale.decay_ms", 3600000);
+  set_knob("bundle.decay_ms", 3600000);
+  constexpr size_t kWhale = 10 << 20, kRun = 1 << 20, kChunk = 4 << 20;
+  auto* w = static_cast<char*>(malloc(kWhale));
+  ASSERT_NE(w, nullptr);
+  touch(w, kWhale);
+  // The mapping: one header page below the block, chunk-aligned.
+  const uintptr_t base = reinterpret_cast<uintptr_t>(w) - 4096;
+  ASSERT_EQ(base % kChunk, 0u);
+  free(w);
+  // Runs of 1 MiB fill whatever room the arenas have, then need new chunks: the first ones
+  // come from cached whales, smallest first (earlier tests may have left some).
+  std::vector<void*> blocks;
+  char* inside = nullptr;
+  for (int i = 0; i < 1024 && !inside; i++) {
+    auto* p = static_cast<char*>(malloc(kRun));
+    ASSERT_NE(p, nullptr);
+    blocks.push_back(p);
+    if (reinterpret_cast<uintptr_t>(p) - base < kChunk) inside = p;
+  }
+  ASSERT_NE(inside, nullptr) << "no bundle run was carved from the cached whale's first chunk";
+  EXPECT_EQ(resident_pages(inside, kRun), static_cast<long>(kRun / 4096)) << "the run is resident before its first touch";
+  const long before = minor_faults();
+  touch(inside, kRun);
+  EXPECT_LE(minor_faults() - before, kStrayFaults) << "touching the run faulted";
+  const char* rest = reinterpret_cast<const char*>(base + kChunk);
+  EXPECT_EQ(resident_pages(rest, kWhale + 4096 - kChunk), static_cast<long>((kWhale + 4096 - kChunk) / 4096))
+      << "the rest of the mapping should stay mapped and resident";
+  for (void* p : blocks) free(p);
+  set_knob("whale.decay_ms", whale_decay);
+  set_knob("bundle.decay_ms", bundle_decay);
 }
 
 // An arena indexes at most 2048 bundle chunks (8 GiB of runs); a thread whose arena is full
