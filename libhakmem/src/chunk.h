@@ -49,7 +49,7 @@ struct alignas(128) PageDesc {
   PageDesc* prev;
   // Second cache line: what other threads write, away from the fields the owner's fast
   // paths read, so cross-thread frees do not bounce the owner's line.
-  alignas(64) MpscStack<Block, &Block::next> remote;  // tiny: blocks freed by other threads
+  alignas(64) TailedMpscStack<Block, &Block::next> remote;  // tiny: blocks freed by other threads
   PageDesc* ready_next;          // tiny: link on the owner heap's ready list (MPSC)
   uint64_t free_since_ns;        // kPageFree: when it was released (for decay)
   uint8_t purged;                // kPageFree: pages returned to the OS (not backed)

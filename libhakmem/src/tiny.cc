@@ -75,19 +75,13 @@ void drain_ready(Heap* h) {
   while (pg) {
     // Read the link before draining: once the stack is empty a remote free may requeue pg.
     PageDesc* next = pg->ready_next;
-    // The chain is spliced in front of the free list whole: one pass of reads to find its
-    // tail and length, one write. Rewriting every link would take each block's line back
-    // in exclusive state from the core that freed it.
-    if (Block* b = pg->remote.take_all()) {
-      uint32_t n = 1;
-      Block* tail = b;
-      while (tail->next) {
-        tail = tail->next;
-        n++;
-      }
-      tail->next = pg->free;
-      pg->free = b;
-      pg->used -= n;
+    // The chain is spliced in front of the free list whole, with one write: its tail and
+    // length come with it, so no block's line is read back from the core that freed it.
+    const auto chain = pg->remote.take_all();
+    if (chain.head) {
+      chain.tail->next = pg->free;
+      pg->free = chain.head;
+      pg->used -= chain.n;
     }
     if (!pg->in_avail) avail_push(h, pg);
     page_maybe_release(h, pg, false);

@@ -184,6 +184,57 @@ TEST(MpscStack, ManyProducersOneConsumerLoseNothingAndNotifyOncePerDrain) {
   EXPECT_EQ(notifications.load(), drains);
 }
 
+// The cross-thread free list: every chain taken names its oldest node and its length
+// truly, under contention, so the owner can splice it without walking it.
+TEST(TailedMpscStack, EveryChainTakenComesWithItsTailAndLength) {
+  constexpr int kProducers = 4, kPerProducer = 20000;
+  TailedMpscStack<Node, &Node::next> stack;
+  std::vector<Node> nodes(kProducers * kPerProducer);
+  std::atomic<int> notifications{0}, done{0};
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kProducers; p++) {
+    threads.emplace_back([&, p] {
+      for (int i = 0; i < kPerProducer; i++) {
+        Node* n = &nodes[p * kPerProducer + i];
+        n->producer = p;
+        n->seq = i;
+        if (stack.push(n)) notifications.fetch_add(1);
+      }
+      done.fetch_add(1);
+    });
+  }
+  int got = 0, drains = 0, bad = 0;
+  auto check = [&](const TailedMpscStack<Node, &Node::next>::Chain& c) {
+    drains++;
+    uint32_t len = 0;
+    const Node* last = nullptr;
+    for (const Node* n = c.head; n; n = n->next) {
+      last = n;
+      len++;
+    }
+    bad += last != c.tail || len != c.n;
+    got += static_cast<int>(len);
+  };
+  for (;;) {
+    const auto c = stack.take_all();
+    if (c.head) {
+      check(c);
+      continue;
+    }
+    EXPECT_EQ(c.tail, nullptr);
+    EXPECT_EQ(c.n, 0u);
+    if (done.load() == kProducers) break;
+    std::this_thread::yield();
+  }
+  for (auto& t : threads) t.join();
+  const auto rest = stack.take_all();
+  if (rest.head) check(rest);
+  EXPECT_EQ(bad, 0) << "chains whose tail or length was wrong";
+  EXPECT_EQ(got, kProducers * kPerProducer);
+  EXPECT_EQ(notifications.load(), drains);
+  EXPECT_GT(drains, 1);
+}
+
 TEST(MpscStack, PushChain) {
   Node a{}, b{}, c{};
   MpscStack<Node, &Node::next> s;
