@@ -139,7 +139,8 @@ BundleChunk* bundle_chunk_new(uint32_t shard) {
   // Cross-tier reuse first: the first chunk of a cached whale mapping is resident already,
   // so runs carved from it do not fault again (mixed: 44.1 k -> 41.1 k faults, peak RSS
   // 177 -> 165 MiB). It is not zero: its header is cleared here.
-  void* p = whale_cache_take_chunk();
+  uint64_t freed_ns = 0;
+  void* p = whale_cache_take_chunk(&freed_ns);
   const bool resident = p != nullptr;
   if (resident) {
     memset(p, 0, sizeof(BundleChunk));
@@ -159,13 +160,14 @@ BundleChunk* bundle_chunk_new(uint32_t shard) {
   ch->free_bits[0] &= ~uint64_t{1};
   ch->state[0] = kUnitHead;
   if (resident) {
-    // Every free unit is resident: cached from now on, and returned by decay like any other.
+    // Every free unit is resident: cached, and returned by decay like any other free half,
+    // as old as the whale it was.
     for (auto& w : ch->touched_bits) w = ~uint64_t{0};
     ch->touched_bits[0] &= ~uint64_t{1};
     ch->half_backed[0] = ch->half_backed[1] = 1;
     ch->half_cached[0] = ch->half_free[0];
     ch->half_cached[1] = ch->half_free[1];
-    ch->half_free_since[0] = ch->half_free_since[1] = os_now_ns();
+    ch->half_free_since[0] = ch->half_free_since[1] = freed_ns;
     control_add(Tier::Bundle, GlobalCounter::CachedBytes, static_cast<int64_t>(half_cached(ch, 0) + half_cached(ch, 1)));
   }
   uint32_t i = 0;

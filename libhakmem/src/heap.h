@@ -154,8 +154,9 @@ void whale_decay(uint64_t now, bool force);
 // Cross-tier reuse: the first chunk of the smallest cached whale mapping of at least a
 // chunk, for an arena that would otherwise map a new one. Its pages are resident (and not
 // zero); it leaves the page map and the whale figures; the rest of the mapping stays cached
-// as a whale of its own when it can serve one, else is unmapped. nullptr when none.
-void* whale_cache_take_chunk();
+// as a whale of its own when it can serve one, else is unmapped. *freed_ns: when the
+// mapping was freed (its age goes with it). nullptr when none.
+void* whale_cache_take_chunk(uint64_t* freed_ns);
 // Applies a lowered whale.cache_bytes / whale.decay_ms to the cache at once (no lock held).
 void whale_apply_knobs();
 void whale_lock_all();

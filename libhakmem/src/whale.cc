@@ -392,7 +392,7 @@ void whale_free(Heap* h, void* p, const char* what) {
   decay_thread_maybe_start();
 }
 
-void* whale_cache_take_chunk() {
+void* whale_cache_take_chunk(uint64_t* freed_ns) {
   WhaleHeader* w = nullptr;
   // The smallest mapping of at least a chunk, from the lowest shard that has one: the one
   // whose loss the whale tier feels least.
@@ -408,7 +408,7 @@ void* whale_cache_take_chunk() {
   if (!w) return nullptr;
   const uintptr_t base = reinterpret_cast<uintptr_t>(w->base);
   const size_t len = w->map_len, rest = len - kChunkSize;
-  const uint64_t freed_ns = w->freed_ns;
+  *freed_ns = w->freed_ns;
   w->check = 0;
   g_whale_cached.fetch_sub(len, std::memory_order_relaxed);
   control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(len));
@@ -424,7 +424,7 @@ void* whale_cache_take_chunk() {
     t->usable = rest - kWhaleHeader;
     t->check = cached_check(tail_user);
     t->system = 0;
-    t->freed_ns = freed_ns;
+    t->freed_ns = *freed_ns;
     g_pagemap.set(tail, kMapWhaleHead);
     g_whale_cached.fetch_add(rest, std::memory_order_relaxed);
     control_add(Tier::Whale, GlobalCounter::CachedBytes, static_cast<int64_t>(rest));
