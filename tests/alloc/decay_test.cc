@@ -1,10 +1,12 @@
-// RSS comes back near its baseline after a burst of frees, within the decay time, while the
-// process keeps running (its slow paths drive the decay). Sets bundle.decay_ms and
+// RSS comes back near its baseline after a burst of frees, within the decay time: while the
+// process keeps running (its slow paths drive the decay) and while it sits idle (hakmem's
+// decay thread does). Sets bundle.decay_ms and
 // whale.decay_ms to 100 ms through the live knob API first (found with dlsym, so the same
 // test runs linked and preloaded), which also shows that live knob changes take effect.
 #include <dlfcn.h>
 #include <malloc.h>
 #include <stdint.h>
+#include <string.h>
 #include <unistd.h>
 #include <gtest/gtest.h>
 
@@ -50,6 +52,31 @@ TEST(AllocDecay, RssFallsBackAfterABurstOfFrees) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
     after = rss_kib();
     if (after - base < 16 * 1024) break;
+  }
+  EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, full " << full << " KiB, after " << after
+                                     << " KiB";
+}
+
+// The same when the program goes idle after the frees: no allocation drives the decay, so
+// hakmem's own decay thread must return the memory.
+TEST(AllocDecay, RssFallsBackWhileTheProgramIsIdle) {
+  set_knob("bundle.decay_ms", 100);
+  set_knob("whale.decay_ms", 100);
+  long base = rss_kib();
+  std::vector<void*> v;
+  for (int i = 0; i < 300; i++) v.push_back(malloc(200000));  // bundle, 60 MiB
+  for (int i = 0; i < 16; i++) v.push_back(malloc(4 << 20));  // whale, 64 MiB
+  for (void* p : v) memset(p, 1, malloc_usable_size(p));
+  long full = rss_kib();
+  ASSERT_GT(full - base, 100 * 1024);
+  for (void* p : v) free(p);
+  v.clear();
+  v.shrink_to_fit();
+  // No allocation from here on: only sleeping and reading /proc.
+  long after = full;
+  for (int i = 0; i < 100 && after - base >= 16 * 1024; i++) {
+    usleep(20000);
+    after = rss_kib();
   }
   EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, full " << full << " KiB, after " << after
                                      << " KiB";
