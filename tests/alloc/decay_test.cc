@@ -1,8 +1,8 @@
 // RSS comes back near its baseline after a burst of frees, within the decay time: while the
 // process keeps running (its slow paths drive the decay) and while it sits idle (hakmem's
-// decay thread does). Sets bundle.decay_ms and
-// whale.decay_ms to 100 ms through the live knob API first (found with dlsym, so the same
-// test runs linked and preloaded), which also shows that live knob changes take effect.
+// decay thread does). Sets bundle.decay_ms and whale.decay_ms to 100 ms through the live
+// knob API first (found with dlsym, so the same test runs linked and preloaded), which also
+// shows that live knob changes take effect.
 #include <dlfcn.h>
 #include <malloc.h>
 #include <stdint.h>
