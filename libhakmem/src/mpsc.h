@@ -83,8 +83,8 @@ class TailedMpscStack {
   }
   alignas(16) Pair v_ = 0;
 #else
-  MpscStack<T, Next> s_;
-  uint64_t unused_ = 0;  // same size and alignment as the 16-byte form
+  alignas(16) MpscStack<T, Next> s_;  // same size and alignment as the 16-byte form
+  uint64_t unused_ = 0;
 #endif
 };
 
