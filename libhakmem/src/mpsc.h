@@ -53,6 +53,8 @@ class MpscStack {
 // back from the core that freed it (xmalloc, all of whose frees are remote, spent 21 % of
 // its time there). Head, tail and length change together in one 16-byte compare-and-swap
 // where the CPU has one (x86-64, built with -mcx16); elsewhere take_all walks the chain.
+// Pre-condition: fewer than 65536 nodes on the stack at once (the length has 16 bits; a
+// slab has at most 4096 blocks).
 template <typename T, T* T::*Next>
 class TailedMpscStack {
  public:
