@@ -198,16 +198,28 @@ uint32_t bit_find(const uint64_t* bits, uint32_t from, bool want) {
   return kUnitsPerChunk;
 }
 
+// The bits of word w (0-based) that fall in [u, u + n), as a mask; a word at a time, since
+// runs are up to 64 units and every run take and free sets and counts them.
+uint64_t range_mask(uint32_t w, uint32_t u, uint32_t n) {
+  const uint32_t lo = u > w * 64 ? u - w * 64 : 0, hi = u + n < (w + 1) * 64 ? u + n - w * 64 : 64;
+  if (lo >= hi) return 0;
+  const uint64_t below_hi = hi == 64 ? ~uint64_t{0} : (uint64_t{1} << hi) - 1;
+  return below_hi & (~uint64_t{0} << lo);
+}
+
 void bits_set_range(uint64_t* bits, uint32_t u, uint32_t n, bool v) {
-  for (uint32_t i = u; i < u + n; i++) {
-    if (v) bits[i >> 6] |= uint64_t{1} << (i & 63);
-    else bits[i >> 6] &= ~(uint64_t{1} << (i & 63));
+  if (n == 0) return;
+  for (uint32_t w = u >> 6; w <= (u + n - 1) >> 6; w++) {
+    const uint64_t m = range_mask(w, u, n);
+    bits[w] = v ? bits[w] | m : bits[w] & ~m;
   }
 }
 
 uint32_t bits_count_range(const uint64_t* bits, uint32_t u, uint32_t n) {
   uint32_t c = 0;
-  for (uint32_t i = u; i < u + n; i++) c += (bits[i >> 6] >> (i & 63)) & 1;
+  if (n == 0) return 0;
+  for (uint32_t w = u >> 6; w <= (u + n - 1) >> 6; w++)
+    c += static_cast<uint32_t>(__builtin_popcountll(bits[w] & range_mask(w, u, n)));
   return c;
 }
 
