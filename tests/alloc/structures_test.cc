@@ -140,16 +140,18 @@ struct Node {
   int seq;
 };
 
-TEST(MpscStack, ManyProducersOneConsumerLoseNothingAndNotifyOncePerDrain) {
-  constexpr int kProducers = 4, kPerProducer = 20000;
-  MpscStack<Node, &Node::next> stack;
-  std::vector<Node> nodes(kProducers * kPerProducer);
-  std::atomic<int> notifications{0}, done{0};
+// Starts `producers` threads, each pushing its share of `nodes` (producer and sequence
+// number set) onto `stack`; counts the pushes that found the stack empty, and the
+// producers that are done.
+template <typename Stack>
+std::vector<std::thread> start_producers(Stack& stack, std::vector<Node>& nodes, int producers,
+                                         std::atomic<int>& notifications, std::atomic<int>& done) {
+  const int per_producer = static_cast<int>(nodes.size()) / producers;
   std::vector<std::thread> threads;
-  for (int p = 0; p < kProducers; p++) {
-    threads.emplace_back([&, p] {
-      for (int i = 0; i < kPerProducer; i++) {
-        Node* n = &nodes[p * kPerProducer + i];
+  for (int p = 0; p < producers; p++) {
+    threads.emplace_back([&stack, &nodes, &notifications, &done, p, per_producer] {
+      for (int i = 0; i < per_producer; i++) {
+        Node* n = &nodes[p * per_producer + i];
         n->producer = p;
         n->seq = i;
         if (stack.push(n)) notifications.fetch_add(1);
@@ -157,6 +159,15 @@ TEST(MpscStack, ManyProducersOneConsumerLoseNothingAndNotifyOncePerDrain) {
       done.fetch_add(1);
     });
   }
+  return threads;
+}
+
+TEST(MpscStack, ManyProducersOneConsumerLoseNothingAndNotifyOncePerDrain) {
+  constexpr int kProducers = 4, kPerProducer = 20000;
+  MpscStack<Node, &Node::next> stack;
+  std::vector<Node> nodes(kProducers * kPerProducer);
+  std::atomic<int> notifications{0}, done{0};
+  std::vector<std::thread> threads = start_producers(stack, nodes, kProducers, notifications, done);
   std::vector<int> last(kProducers, kPerProducer);
   int got = 0, drains = 0;
   while (got < kProducers * kPerProducer) {
@@ -192,18 +203,7 @@ TEST(TailedMpscStack, EveryChainTakenComesWithItsTailAndLength) {
   TailedMpscStack<Node, &Node::next> stack;
   std::vector<Node> nodes(kProducers * kPerProducer);
   std::atomic<int> notifications{0}, done{0};
-  std::vector<std::thread> threads;
-  for (int p = 0; p < kProducers; p++) {
-    threads.emplace_back([&, p] {
-      for (int i = 0; i < kPerProducer; i++) {
-        Node* n = &nodes[p * kPerProducer + i];
-        n->producer = p;
-        n->seq = i;
-        if (stack.push(n)) notifications.fetch_add(1);
-      }
-      done.fetch_add(1);
-    });
-  }
+  std::vector<std::thread> threads = start_producers(stack, nodes, kProducers, notifications, done);
   int got = 0, drains = 0, bad = 0;
   auto check = [&](const TailedMpscStack<Node, &Node::next>::Chain& c) {
     drains++;
