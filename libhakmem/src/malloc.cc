@@ -136,24 +136,6 @@ __attribute__((noinline)) void free_slow(void* p, MapKind kind) {
   errno = saved;
 }
 
-// free() of a pool block. The common case, room in the thread's magazine, is a push and two
-// counts: none of free_slow's errno save, heap attach or tier dispatch. Everything else (an
-// interior or foreign pointer, a double free, a full magazine, the empty heap, whose pool
-// magazines have no capacity) goes the general way.
-__attribute__((noinline)) void pool_free_local(Heap* h, void* p, PageDesc* pg) {
-  Block* b = static_cast<Block*>(p);
-  Magazine& m = h->pool[pg->cls];
-  if (HK_LIKELY(page_block_ok(pg, reinterpret_cast<uintptr_t>(p)) && b->cookie != block_cookie(b) &&
-                m.count < m.cap)) {
-    m.push(b);
-    thread_count(&h->ctl, proto::Tier::Pool, proto::ThreadCounter::Frees, 1);
-    thread_count(&h->ctl, proto::Tier::Pool, proto::ThreadCounter::FreeBytes, pg->block_size);
-    if (HK_UNLIKELY(pg->shard != h->shard)) thread_count(&h->ctl, proto::Tier::Pool, proto::ThreadCounter::RemoteFrees, 1);
-    return;
-  }
-  free_slow(p, kMapSmall);
-}
-
 __attribute__((noinline)) void* tick_and_return(Heap* h, void* b) {
   heap_tick(h);
   return b;

@@ -6,6 +6,7 @@
 
 #include "arena.h"
 #include "control.h"
+#include "fastpath.h"
 #include "heap.h"
 #include "lock.h"
 
@@ -110,6 +111,31 @@ void pool_flush(Heap* h, uint32_t c, uint32_t keep) {
   if (locked) locked->lock.unlock();
 }
 
+namespace {
+
+// A freed block into the thread's magazine of its class, counted. Pre-condition: room.
+void cache_push(Heap* h, Block* b, const PageDesc* pg) {
+  h->pool[pg->cls].push(b);
+  thread_count(&h->ctl, Tier::Pool, ThreadCounter::Frees, 1);
+  thread_count(&h->ctl, Tier::Pool, ThreadCounter::FreeBytes, pg->block_size);
+  if (pg->shard != h->shard) thread_count(&h->ctl, Tier::Pool, ThreadCounter::RemoteFrees, 1);
+}
+
+}  // namespace
+
+// free() of a pool block. The common case, room in the thread's magazine, is a push and two
+// counts: none of free_slow's errno save, heap attach or tier dispatch. Everything else (an
+// interior or foreign pointer, a double free, a full magazine, the empty heap, whose pool
+// magazines have no capacity) goes the general way.
+__attribute__((noinline)) void pool_free_local(Heap* h, void* p, PageDesc* pg) {
+  Block* b = static_cast<Block*>(p);
+  const Magazine& m = h->pool[pg->cls];
+  if (HK_LIKELY(page_block_ok(pg, reinterpret_cast<uintptr_t>(p)) && b->cookie != block_cookie(b) &&
+                m.count < m.cap))
+    return cache_push(h, b, pg);
+  free_slow(p, kMapSmall);
+}
+
 void pool_free(Heap* h, void* p, PageDesc* pg) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
   if (!page_block_ok(pg, a)) {
@@ -136,10 +162,7 @@ void pool_free(Heap* h, void* p, PageDesc* pg) {
   Magazine& m = h->pool[c];
   if (m.cap == 0) m.cap = pool_cap(c);
   if (m.full()) pool_flush(h, c, m.cap / 2);
-  m.push(b);
-  thread_count(&h->ctl, Tier::Pool, ThreadCounter::Frees, 1);
-  thread_count(&h->ctl, Tier::Pool, ThreadCounter::FreeBytes, pg->block_size);
-  if (pg->shard != h->shard) thread_count(&h->ctl, Tier::Pool, ThreadCounter::RemoteFrees, 1);
+  cache_push(h, b, pg);
 }
 
 void pool_lock_all() {
