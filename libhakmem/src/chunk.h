@@ -41,6 +41,7 @@ struct alignas(128) PageDesc {
   uint8_t cls;                   // tiny or pool class
   uint8_t shard;                 // pool: the shard whose lock guards this page
   uint8_t in_avail;              // on its owner's list of pages with free blocks
+  uint8_t cls_x8;                // tiny: cls * 8, which the free fast path indexes with
   uint32_t carved;               // bytes carved (nblocks * block_size)
   uint32_t used;                 // blocks handed out (including ones sitting in magazines)
   uint32_t capacity;             // blocks that fit in the page
@@ -83,8 +84,8 @@ inline uint32_t unit_kind(uint8_t s) { return s & 3u; }
 // Colour of a block heading at unit s: page-offset line 2, 3, 4 or 5, varied by position so
 // that blocks walked side by side (a copy, a merge) do not alias 4 KiB apart either. None
 // of the allocator's hot lines is on those: the heap's hot fields start at 1 KiB (heap.h),
-// a chunk's state and run bytes at 2 KiB (below), g_knob's site.rules line is line 1 of an
-// 8-line group (control.cc). Measured (json, a 64 KiB block walked page by page): 61 ->
+// a chunk's state and run bytes at 2 KiB (below), the tiny gate malloc reads is line 1 of
+// an 8-line group (control.h). Measured (json, a 64 KiB block walked page by page): 61 ->
 // 48 ns/iter median, and 55 at worst against 77; colours in the upper half of the page did
 // as well on json but needed more room per run (mixed: +3 k page faults, not +1.8 k).
 inline size_t unit_colour(uint32_t s) { return 128 + size_t{(s * 11u) & 3u} * 64; }
@@ -116,8 +117,13 @@ inline SmallChunk* small_chunk_of(const void* p) {
   return reinterpret_cast<SmallChunk*>(reinterpret_cast<uintptr_t>(p) & ~kChunkMask);
 }
 inline PageDesc* page_desc_of(const void* p) {
-  uintptr_t a = reinterpret_cast<uintptr_t>(p);
-  return &small_chunk_of(p)->pages[(a >> kPageShift) & (kPagesPerChunk - 1)];
+  // pages[(a >> kPageShift) % kPagesPerChunk], with the index scaled by one shift and mask
+  // (this is on the free fast path).
+  constexpr unsigned kDescShift = 7;
+  static_assert(sizeof(PageDesc) == size_t{1} << kDescShift);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t off = (a >> (kPageShift - kDescShift)) & ((kPagesPerChunk - 1) << kDescShift);
+  return reinterpret_cast<PageDesc*>(reinterpret_cast<char*>(small_chunk_of(p)->pages) + off);
 }
 inline char* page_start(const PageDesc* pg) {
   uintptr_t chunk = reinterpret_cast<uintptr_t>(pg) & ~kChunkMask;

@@ -16,14 +16,16 @@ using proto::Segment;
 using proto::ThreadSlot;
 
 // Defaults straight from the table, constant-initialised: valid before control_init runs.
-// 512-aligned so that the line malloc reads on every call (knobs 8..15: site.rules) is the
-// second line of an 8-line group, never one of the lines bundle colours use (chunk.h).
+// 512-aligned so that the line of site.rules (knobs 8..15), which every malloc above the
+// tiny sizes reads, is the second line of an 8-line group, never one of the lines bundle
+// colours use (chunk.h).
 alignas(512) std::atomic<uint64_t> g_knob[proto::kKnobSlots] = {
 #define HAKMEM_KNOB(ID, NAME, TYPE, DEF, MIN, MAX, MODE, ENV, HELP) DEF,
 #include "hakmem/proto/knobs.def"
 #undef HAKMEM_KNOB
 };
 static_assert(static_cast<size_t>(Knob::SiteRules) / 8 == 1, "site.rules is on the second line of g_knob");
+TinyGate g_tiny_gate = {{}, 0};  // closed (every malloc on the general path) until control_init
 
 namespace {
 
@@ -42,6 +44,15 @@ std::atomic<uint64_t> g_applied_generation{0};
 
 inline void cpu_relax() { __builtin_ia32_pause(); }
 
+// The largest tiny class size, from control_init.
+std::atomic<size_t> g_tiny_max{0};
+
+// After any store to g_knob: values derived from knobs.
+void knobs_derive() {
+  const size_t open = g_tiny_max.load(std::memory_order_relaxed) + 1;
+  g_tiny_gate.end.store(knob(Knob::SiteRules) ? 0 : open, std::memory_order_relaxed);
+}
+
 void reload_knobs(Segment* s, uint64_t generation) {
   for (size_t i = 0; i < proto::kKnobCount; i++) {
     const proto::KnobInfo& k = proto::kKnobs[i];
@@ -51,6 +62,7 @@ void reload_knobs(Segment* s, uint64_t generation) {
     const uint64_t raw = s->knobs.value[i].load(std::memory_order_relaxed);
     g_knob[i].store(proto::knob_clamp(k, raw), std::memory_order_relaxed);
   }
+  knobs_derive();
   g_applied_generation.store(generation, std::memory_order_release);
   // Several threads may apply concurrently; the published figure only moves forward.
   uint64_t cur = s->knobs.applied_generation.load(std::memory_order_relaxed);
@@ -126,6 +138,8 @@ void control_init(const uint32_t* tiny_class_sizes, uint32_t tiny_class_count) {
   uint64_t values[proto::kKnobSlots];
   const uint64_t env_mask = control_env_load(values);
   for (size_t i = 0; i < proto::kKnobSlots; i++) g_knob[i].store(values[i], std::memory_order_relaxed);
+  g_tiny_max.store(tiny_class_count ? tiny_class_sizes[tiny_class_count - 1] : 0, std::memory_order_relaxed);
+  knobs_derive();
   control_segment_open(knob(Knob::ShmEnable) != 0, tiny_class_sizes, tiny_class_count, env_mask, 0);
   g_applied_generation.store(0, std::memory_order_release);
   g_init_state.store(2, std::memory_order_release);
@@ -214,6 +228,7 @@ void control_knob_store(Knob k, uint64_t value) {
   const size_t i = static_cast<size_t>(k);
   Segment* s = control_segment_ptr();
   g_knob[i].store(value, std::memory_order_relaxed);
+  knobs_derive();
   s->knobs.value[i].store(value, std::memory_order_relaxed);
   s->knobs.generation.fetch_add(1, std::memory_order_release);
 }

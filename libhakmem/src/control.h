@@ -25,6 +25,19 @@ inline uint64_t knob(proto::Knob k) {
   return g_knob[static_cast<size_t>(k)].load(std::memory_order_relaxed);
 }
 
+// The exported malloc and operator new take the tiny fast path for sizes below `end`: the
+// largest tiny class size + 1, or 0 while site.rules is on (and before control_init), when
+// every call takes the general path, which tests site.rules. So one compare does the size
+// test and the site.rules test. Every writer of g_knob updates it; a malloc that sees the
+// two out of step still tests the knob itself on the general path. It sits on the second
+// line of a 512-byte block, away from the page-offset lines that bundle colours put a
+// program's page walks on (sizeclass.h).
+struct alignas(512) TinyGate {
+  uint8_t cold[64];
+  std::atomic<size_t> end;
+};
+extern TinyGate g_tiny_gate;
+
 // Called once by the allocator's process initialisation, before the first block is handed
 // out. Parses HAKMEM_* from the environment (ignored under AT_SECURE), creates the segment
 // unless shm.enable=0, records the tiny class sizes in it. Idempotent.

@@ -10,6 +10,7 @@
 #include "chunk.h"
 #include "heap.h"
 #include "pagemap.h"
+#include "site.h"
 
 #define HK_LIKELY(x) __builtin_expect(!!(x), 1)
 #define HK_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -24,31 +25,43 @@ void free_slow(void* p, MapKind kind);
 void pool_free_local(Heap* h, void* p, PageDesc* pg);
 void* tick_and_return(Heap* h, void* b);
 
+// Pre-condition: n <= kTinyMax.
+__attribute__((always_inline)) inline void* malloc_tiny(Heap* h, size_t n) {
+  const uint32_t c8 = tiny_class_x8(n);
+  Magazine& m = tiny_mag(h, c8);
+  Block* b = m.head;
+  if (HK_LIKELY(b != nullptr)) {
+    Block* next = b->next;
+    m.head = next;
+    m.count--;
+    b->cookie = 0;
+    // The next malloc of this class reads next->next: start fetching its line now, so a
+    // run of mallocs does not chase one cache miss after another.
+    __builtin_prefetch(next);
+    // The per-class count doubles as the countdown to the periodic check (control_poll,
+    // decay): every kTickOps allocations of a class, without a counter of its own.
+    std::atomic<uint64_t>& cnt = at_x8(h->ctl.slot->tiny_class_allocs, c8);
+    uint64_t v = cnt.load(std::memory_order_relaxed) + 1;
+    cnt.store(v, std::memory_order_relaxed);
+    if (HK_UNLIKELY((v & (kTickOps - 1)) == 0)) return tick_and_return(h, b);
+    return b;
+  }
+  return tiny_slow(h, c8 >> 3);
+}
+
+// malloc without the site path: for hakmem's own callers (the site path among them).
 __attribute__((always_inline)) inline void* malloc_inline(size_t n) {
   Heap* h = t_heap;
-  if (HK_LIKELY(n <= kTinyMax)) {
-    uint32_t c = tiny_class_of(n);
-    Magazine& m = h->tiny[c];
-    Block* b = m.head;
-    if (HK_LIKELY(b != nullptr)) {
-      Block* next = b->next;
-      m.head = next;
-      m.count--;
-      b->cookie = 0;
-      // The next malloc of this class reads next->next: start fetching its line now, so a
-      // run of mallocs does not chase one cache miss after another.
-      __builtin_prefetch(next);
-      // The per-class count doubles as the countdown to the periodic check (control_poll,
-      // decay): every kTickOps allocations of a class, without a counter of its own.
-      std::atomic<uint64_t>& cnt = h->ctl.slot->tiny_class_allocs[c];
-      uint64_t v = cnt.load(std::memory_order_relaxed) + 1;
-      cnt.store(v, std::memory_order_relaxed);
-      if (HK_UNLIKELY((v & (kTickOps - 1)) == 0)) return tick_and_return(h, b);
-      return b;
-    }
-    return tiny_slow(h, c);
-  }
+  if (HK_LIKELY(n <= kTinyMax)) return malloc_tiny(h, n);
   return malloc_mid(h, n);  // a tail call: the fast path needs no stack frame
+}
+
+// The exported malloc and operator new. The gate's one compare is both the size test and
+// the site.rules test (control.h). always_inline: the return address is the caller's.
+__attribute__((always_inline)) inline void* malloc_entry(size_t n) {
+  if (HK_LIKELY(n < g_tiny_gate.end.load(std::memory_order_relaxed))) return malloc_tiny(t_heap, n);
+  if (site_enabled()) return site_malloc(n, __builtin_return_address(0), false);
+  return malloc_inline(n);
 }
 
 __attribute__((always_inline)) inline void free_inline(void* p) {
@@ -59,14 +72,14 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
     Heap* h = t_heap;
     if (HK_LIKELY(pg->owner == h && page_block_ok(pg, a))) {
       Block* b = static_cast<Block*>(p);
-      uint32_t c = pg->cls;
-      Magazine& m = h->tiny[c];
+      const uint32_t c8 = pg->cls_x8;
+      Magazine& m = tiny_mag(h, c8);
       if (HK_LIKELY(b->cookie != block_cookie(b) && m.count < m.cap)) {
         b->next = m.head;
         b->cookie = block_cookie(b);
         m.head = b;
         m.count++;
-        slot_add(h->ctl.slot->tiny_class_frees[c], 1);
+        slot_add(at_x8(h->ctl.slot->tiny_class_frees, c8), 1);
         return;
       }
     } else if (pg->kind == kPagePool) {

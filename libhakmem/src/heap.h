@@ -100,6 +100,19 @@ inline void* bundle_bin_pop(Heap* h, uint32_t i) {
   return p;
 }
 
+// The fast paths' view of class c: they carry c * 8 (tiny_class_x8, PageDesc::cls_x8), so
+// that the 16-byte magazine and the 8-byte counter of the class are reached through an
+// address scale, without a shift of their own.
+static_assert(sizeof(Magazine) == 16, "tiny_mag scales class * 8 by 2");
+inline Magazine& tiny_mag(Heap* h, uint32_t c_x8) {
+  return *reinterpret_cast<Magazine*>(reinterpret_cast<char*>(h->tiny) + 2 * size_t{c_x8});
+}
+template <class T>
+inline T& at_x8(T* per_class, uint32_t c_x8) {
+  static_assert(sizeof(T) == 8, "at_x8 indexes 8-byte entries");
+  return *reinterpret_cast<T*>(reinterpret_cast<char*>(per_class) + c_x8);
+}
+
 extern Heap g_empty_heap __attribute__((visibility("hidden")));
 extern constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec")));
 

@@ -209,10 +209,7 @@ void* hk_aligned(size_t align, size_t n) {
 
 using namespace hakmem;
 
-HK_EXPORT void* malloc(size_t n) noexcept {
-  if (site_enabled()) return site_malloc(n, __builtin_return_address(0), false);
-  return malloc_inline(n);
-}
+HK_EXPORT void* malloc(size_t n) noexcept { return malloc_entry(n); }
 
 HK_EXPORT void free(void* p) noexcept { free_inline(p); }
 

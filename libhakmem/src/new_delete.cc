@@ -48,7 +48,7 @@ __attribute__((noinline)) void* new_retry(size_t n, size_t align) {
 
 // always_inline: __builtin_return_address(0) must name the caller of operator new.
 __attribute__((always_inline)) inline void* op_new(size_t n) {
-  void* p = hakmem::site_enabled() ? hakmem::site_malloc(n, __builtin_return_address(0), false) : hk_malloc(n);
+  void* p = hakmem::malloc_entry(n);
   return __builtin_expect(p != nullptr, 1) ? p : new_retry(n, 0);
 }
 

@@ -3,8 +3,9 @@
 // sample). The site path samples by bytes
 // into the segment's site table and applies the compiled rules (site_rules.h).
 //
-// Off (the default) costs one relaxed load of the site.rules knob and a predicted branch in
-// the exported entry points; nothing else runs. On, every allocation takes this out-of-line
+// Off (the default) costs malloc and operator new nothing for tiny sizes: their size test
+// compares with the tiny gate, which is 0 while site.rules is on (control.h). Other sizes
+// and the other entry points test the knob itself: one relaxed load and a predicted branch. On, every allocation takes this out-of-line
 // path: a rule lookup (O(1), skipped when there are no rules) and a per-thread byte
 // countdown; only a sample (mean every kSiteSampleMean bytes) touches shared memory.
 //

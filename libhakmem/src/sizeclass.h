@@ -17,16 +17,19 @@ inline constexpr uint32_t kTinyClassSize[kTinyClasses] = {
     16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024};
 
 namespace detail {
+// Entries are class * 8: the fast paths index 16-byte magazines and 8-byte counters with
+// it through an address scale, without a shift of their own.
 struct TinyLut {
-  uint8_t cls[kTinyMax / 16 + 1];
+  uint8_t cls_x8[kTinyMax / 16 + 1];
 };
+static_assert((kTinyClasses - 1) * 8 <= 255, "class * 8 fits the table's bytes");
 constexpr TinyLut make_tiny_lut() {
   TinyLut t{};
   uint32_t c = 0;
   for (size_t i = 0; i <= kTinyMax / 16; i++) {
     size_t n = i * 16;
     while (kTinyClassSize[c] < n) c++;
-    t.cls[i] = static_cast<uint8_t>(c);
+    t.cls_x8[i] = static_cast<uint8_t>(c * 8);
   }
   return t;
 }
@@ -34,7 +37,8 @@ inline constexpr TinyLut kTinyLut = make_tiny_lut();
 }  // namespace detail
 
 // Pre-condition: n <= kTinyMax. One table load.
-inline uint32_t tiny_class_of(size_t n) { return detail::kTinyLut.cls[(n + 15) >> 4]; }
+inline uint32_t tiny_class_x8(size_t n) { return detail::kTinyLut.cls_x8[(n + 15) >> 4]; }
+inline uint32_t tiny_class_of(size_t n) { return tiny_class_x8(n) >> 3; }
 
 // --- pool: 1 KiB .. 32 KiB, four classes per power of two, 64 KiB pages shared by shard ---
 inline constexpr size_t kPoolMax = 32 * 1024;

@@ -49,6 +49,7 @@ PageDesc* page_new(Heap* h, uint32_t c) {
   if (!pg) return nullptr;
   page_set_block_size(pg, kTinyClassSize[c]);
   pg->cls = static_cast<uint8_t>(c);
+  pg->cls_x8 = static_cast<uint8_t>(c * 8);
   pg->kind = kPageTiny;
   pg->owner = h;
   avail_push(h, pg);

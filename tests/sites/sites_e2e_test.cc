@@ -318,6 +318,31 @@ TEST_F(Sites, RoutesToPoolBundleAndSystem) {
   EXPECT_EQ(whale(after, "cached_bytes"), whale(before, "cached_bytes"));
 }
 
+// site.rules turned on while the process runs covers every size, tiny blocks too: the
+// malloc fast path's one compare (control.h, the tiny gate) must close when the process
+// reloads the knob, not only when the environment sets it at start.
+TEST_F(Sites, SiteRulesTurnedOnLiveCoverTinyBlocks) {
+  Target* t = start_target();
+  ASSERT_TRUE(t);
+  const std::string pid = std::to_string(t->pid);
+  RunResult r = hakctl({"set", "--pid", pid, "site.rules=1", "--no-wait"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  // The process reloads knobs at its next periodic check (every 4096 allocations of a
+  // class); then about 20 samples of alloc_beta (10 MB, one sample per 512 KiB on average).
+  ASSERT_TRUE(t->run("b 100000 100"));
+  r = hakctl({"rules", "add", "--pid", pid, "site=alloc_beta tier=pool"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const json before = hakctl_json({"stats", "--pid", pid});
+  ASSERT_TRUE(t->run("b 1000 100"));
+  const json after = hakctl_json({"stats", "--pid", pid});
+  auto delta = [&](const char* tier) {
+    return after.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>() -
+           before.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>();
+  };
+  EXPECT_EQ(delta("pool"), 1000u);
+  EXPECT_EQ(delta("tiny"), 0u);
+}
+
 TEST_F(Sites, ConfigRuleReachesNewProcess) {
   Target* first = start_target({{"HAKMEM_SITE_RULES", "1"}});
   ASSERT_TRUE(first);
