@@ -38,6 +38,11 @@ struct alignas(512) TinyGate {
 };
 extern TinyGate g_tiny_gate;
 
+// The segment in use; never null (the process-local stand-in until/unless shm works).
+// Inline: the site path reads it on every allocation.
+extern std::atomic<proto::Segment*> g_seg;
+inline proto::Segment* control_segment_ptr() { return g_seg.load(std::memory_order_acquire); }
+
 // Called once by the allocator's process initialisation, before the first block is handed
 // out. Parses HAKMEM_* from the environment (ignored under AT_SECURE), creates the segment
 // unless shm.enable=0, records the tiny class sizes in it. Idempotent.

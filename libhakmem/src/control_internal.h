@@ -34,8 +34,7 @@ proto::ParseError control_knob_parse(const proto::KnobInfo& k, const char* text,
 void control_env_reset_for_test();
 
 // ---- segment.cc ---------------------------------------------------------------------
-// The segment in use; never null (the process-local stand-in until/unless shm works).
-proto::Segment* control_segment_ptr();
+// control_segment_ptr(): control.h.
 // True when the segment in use is a file in the shm dir that hakmemd can read.
 bool control_segment_is_shared();
 // Its path (empty when not shared).

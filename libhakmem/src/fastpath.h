@@ -11,6 +11,7 @@
 #include "heap.h"
 #include "pagemap.h"
 #include "site.h"
+#include "site_rules.h"
 
 #define HK_LIKELY(x) __builtin_expect(!!(x), 1)
 #define HK_UNLIKELY(x) __builtin_expect(!!(x), 0)
@@ -60,7 +61,16 @@ __attribute__((always_inline)) inline void* malloc_inline(size_t n) {
 // the site.rules test (control.h). always_inline: the return address is the caller's.
 __attribute__((always_inline)) inline void* malloc_entry(size_t n) {
   if (HK_LIKELY(n < g_tiny_gate.end.load(std::memory_order_relaxed))) return malloc_tiny(t_heap, n);
-  if (site_enabled()) return site_malloc(n, __builtin_return_address(0), false);
+  if (site_enabled()) {
+    // The site path's common case, inline and frameless: no rules in force and none newly
+    // written, and this allocation does not use up the thread's sampling countdown.
+    SiteThread& t = t_site;
+    if (HK_LIKELY(static_cast<uint64_t>(t.left) > n && site_rules_quiet(control_segment_ptr()->rules))) {
+      t.left -= static_cast<int64_t>(n);
+      return malloc_inline(n);
+    }
+    return site_malloc(n, __builtin_return_address(0), false);
+  }
   return malloc_inline(n);
 }
 

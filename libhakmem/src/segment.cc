@@ -22,10 +22,14 @@ namespace hakmem {
 using proto::Segment;
 
 namespace {
-
 // .bss: costs address space only until a page is touched.
 constinit Segment g_local{};
+}  // namespace
+
 std::atomic<Segment*> g_seg{&g_local};
+
+namespace {
+
 bool g_shared = false;
 // Set by the first control_segment_open; a second one (tests) starts from zero.
 bool g_opened = false;
@@ -234,7 +238,6 @@ void publish(Segment* s, const uint32_t* sizes, uint32_t count, uint64_t env_mas
 
 std::atomic<bool> g_segment_pending{false};
 
-Segment* control_segment_ptr() { return g_seg.load(std::memory_order_acquire); }
 bool control_segment_is_shared() { return g_shared; }
 const char* control_segment_path() { return g_path; }
 

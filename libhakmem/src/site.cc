@@ -31,19 +31,14 @@
 
 namespace hakmem {
 
+constinit thread_local SiteThread t_site __attribute__((tls_model("initial-exec"))) = {0, 0, 0};
+
 using proto::RuleTier;
 using proto::Tier;
 
 namespace {
 
 constexpr uint32_t kProbe = 32;  // site-table entries tried before a sample is dropped
-
-struct SiteThread {
-  int64_t left;     // bytes until the next sample
-  uint64_t period;  // the period `left` started from; 0 = not initialised
-  uint64_t rng;
-};
-constinit thread_local SiteThread t_site __attribute__((tls_model("initial-exec"))) = {0, 0, 0};
 
 uint64_t next_random(SiteThread& t) {
   // xorshift64*: plenty for sampling intervals.

@@ -1,18 +1,21 @@
 // Site rules on the allocation path (issue 9): with site.rules on, malloc/calloc/realloc
 // and operator new hand their caller's return address here (the aligned entry points only
-// sample). The site path samples by bytes
-// into the segment's site table and applies the compiled rules (site_rules.h).
+// sample). The site path samples by bytes into the segment's site table and applies the
+// compiled rules (site_rules.h).
 //
 // Off (the default) costs malloc and operator new nothing for tiny sizes: their size test
 // compares with the tiny gate, which is 0 while site.rules is on (control.h). Other sizes
-// and the other entry points test the knob itself: one relaxed load and a predicted branch. On, every allocation takes this out-of-line
-// path: a rule lookup (O(1), skipped when there are no rules) and a per-thread byte
-// countdown; only a sample (mean every kSiteSampleMean bytes) touches shared memory.
+// and the other entry points test the knob itself: one relaxed load and a predicted branch.
+// On, malloc and operator new first try the common case inline (fastpath.h): no rules in
+// force and no sample due, which costs a per-thread byte countdown and three loads to see
+// that the rules have not changed. Everything else takes site_malloc, out of line: the rule
+// lookup (O(1)) and, for the allocation that ends the countdown (mean every
+// kSiteSampleMean bytes), a sample written to shared memory.
 //
-// Measured (bench/micro tiny 32 B malloc+free pair, CPU-time medians of 5, 2-core shared box):
-// main without the hook 6.2-6.8 ns, with the hook and site.rules=0 6.2-6.6 ns (within noise),
-// site.rules=1 12.8 ns. Command: LD_PRELOAD=libhakmem.so bench_micro
-//   --benchmark_filter='BM_MallocFree/(16|64)$|BM_NewDelete32|HakmemPair32/site' --benchmark_repetitions=5
+// Measured (bench_micro, malloc+free pairs, 3 alternating runs, 2-core shared box):
+// site.rules=1 without rules 12.7-17.0 ns out of line, 6.8-8.4 ns with the inline case
+// (site.rules=0: 6.0-6.6). Command: HAKMEM_SITE_RULES=1 LD_PRELOAD=libhakmem.so bench_micro
+//   --benchmark_filter='BM_MallocFree/(16|64|256)$|BM_NewDelete32'
 #pragma once
 
 #include <stddef.h>
@@ -22,6 +25,14 @@
 namespace hakmem {
 
 inline constexpr uint64_t kSiteSampleMean = 512 * 1024;
+
+// A thread's sampling countdown (site.cc).
+struct SiteThread {
+  int64_t left;     // bytes until the next sample (never negative between allocations)
+  uint64_t period;  // the period `left` started from; 0 = not initialised
+  uint64_t rng;
+};
+extern constinit thread_local SiteThread t_site __attribute__((tls_model("initial-exec")));
 
 __attribute__((always_inline)) inline bool site_enabled() {
   return __builtin_expect(knob(proto::Knob::SiteRules) != 0, 0);

@@ -30,7 +30,6 @@ std::atomic<uint32_t> g_count{0};
 // parent caught mid-compile and takes the lock over instead of never compiling again.
 std::atomic<int32_t> g_compiling{0};
 std::atomic<uint64_t> g_compiled_gen{UINT64_MAX};
-std::atomic<const proto::RuleBlock*> g_compiled_block{nullptr};
 
 uint32_t slot_of(uint64_t site) {
   return static_cast<uint32_t>((site * 0x9E3779B97F4A7C15ull) >> (64 - kTableBits));
@@ -52,7 +51,11 @@ SiteAction unpack(uint64_t a) {
 
 }  // namespace
 
+std::atomic<const proto::RuleBlock*> g_compiled_block{nullptr};
+std::atomic<uint64_t> g_quiet_gen{UINT64_MAX};
+
 uint32_t site_rules_compile(const proto::RuleBlock& rb, uint32_t* rejected) {
+  g_quiet_gen.store(UINT64_MAX, std::memory_order_relaxed);  // the table is about to change
   uint32_t s = g_seq.load(std::memory_order_relaxed);
   g_seq.store(s + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
@@ -99,6 +102,7 @@ void site_rules_refresh(proto::RuleBlock& rb) {
   const uint32_t n = site_rules_compile(rb, &rejected);
   g_compiled_gen.store(gen, std::memory_order_relaxed);
   g_compiled_block.store(&rb, std::memory_order_relaxed);
+  g_quiet_gen.store(n == 0 ? gen : UINT64_MAX, std::memory_order_relaxed);
   rb.rules_active.store(n, std::memory_order_relaxed);
   rb.rules_rejected.store(rejected, std::memory_order_relaxed);
   rb.applied_generation.store(gen, std::memory_order_release);

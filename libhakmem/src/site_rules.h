@@ -32,4 +32,15 @@ bool site_rules_lookup(uint64_t site, uint64_t size, SiteAction* out);
 // Number of valid rules in the table (0: the lookup is skipped altogether).
 uint32_t site_rules_count();
 
+// The block last compiled, and its generation if that compile found no rules (else
+// UINT64_MAX): what site_rules_quiet compares with.
+extern std::atomic<const proto::RuleBlock*> g_compiled_block;
+extern std::atomic<uint64_t> g_quiet_gen;
+// True when the table is current for `rb` and empty: no rule can apply and no compile is
+// due, so the site path only samples. One acquire load of the segment and two of ours.
+inline bool site_rules_quiet(const proto::RuleBlock& rb) {
+  return rb.generation.load(std::memory_order_acquire) == g_quiet_gen.load(std::memory_order_relaxed) &&
+         &rb == g_compiled_block.load(std::memory_order_relaxed);
+}
+
 }  // namespace hakmem
