@@ -4,15 +4,24 @@
 //
 // When libhakmem is the process allocator (its C API is found with dlsym), the pair is also
 // measured with stats publishing off/on and site rules off/on, switched in-process through
-// hakmem_knob_set: same process, same heap, only the knob differs. bench/run additionally
-// runs whole processes with HAKMEM_STATS_ENABLE / HAKMEM_SITE_RULES set.
+// hakmem_knob_set: same process, same heap, only the knob differs; and with site rules on
+// and 8 rules installed for other call sites, written into the process's own segment as
+// hakmemd writes them. bench/run additionally runs whole processes with
+// HAKMEM_STATS_ENABLE / HAKMEM_SITE_RULES set.
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <new>
 #include <string>
+
+#include "hakmem.h"
+#include "hakmem/proto/segment.h"
+#include "hakmem/proto/site_rules.h"
 
 namespace {
 
@@ -92,6 +101,63 @@ void BM_HakmemKnob(benchmark::State& state, const char* knob, const char* value,
   g_knob_set(knob, restore, err, sizeof(err));
 }
 
+using StatsGetFn = int (*)(hakmem_stats*, size_t);
+
+// Installs (n > 0) or removes (n == 0) rules for n call sites that never allocate here
+// (addresses in the zero page), in this process's own segment, the way hakmemd does. False
+// when the segment is not shared.
+bool set_foreign_rules(int n) {
+  auto get = reinterpret_cast<StatsGetFn>(dlsym(RTLD_DEFAULT, "hakmem_stats_get"));
+  hakmem_stats s{};
+  if (!get || get(&s, sizeof s) != 0 || !s.shared) return false;
+  const int fd = open(s.segment_path, O_RDWR);
+  if (fd < 0) return false;
+  void* m = mmap(nullptr, sizeof(hakmem::proto::Segment), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (m == MAP_FAILED) return false;
+  auto* seg = static_cast<hakmem::proto::Segment*>(m);
+  for (int i = 0; i < 8; i++) {
+    hakmem::proto::RuleValue v{};
+    v.id = static_cast<uint32_t>(i + 1);
+    v.site = 0x100 + 64 * static_cast<uint64_t>(i);
+    v.tier = static_cast<int32_t>(hakmem::proto::RuleTier::Pool);
+    v.prewarm = -1;
+    hakmem::proto::rule_write(seg->rules.rules[i], i < n ? &v : nullptr);
+  }
+  seg->rules.generation.fetch_add(1, std::memory_order_release);
+  munmap(m, sizeof(hakmem::proto::Segment));
+  return true;
+}
+
+// The 32 B pair with site.rules on and 8 rules in force for other call sites.
+void BM_HakmemSiteRules8(benchmark::State& state) {
+  char err[160];
+  if (!set_foreign_rules(8)) {
+    state.SkipWithError("the segment is not shared: no rules can be installed");
+    return;
+  }
+  if (g_knob_set("site.rules", "1", err, sizeof(err)) != 0) {
+    state.SkipWithError(err);
+    return;
+  }
+  for (int i = 0; i < 100000; ++i) {  // the knob reaches the thread at a slow path
+    void* p = std::malloc(32 + (i & 511));
+    benchmark::DoNotOptimize(p);
+    std::free(p);
+  }
+  void* keep[4];
+  for (auto& k : keep) benchmark::DoNotOptimize(k = std::malloc(32));
+  for (auto _ : state) {
+    void* p = std::malloc(32);
+    benchmark::DoNotOptimize(p);
+    std::free(p);
+    benchmark::ClobberMemory();
+  }
+  for (auto* k : keep) std::free(k);
+  g_knob_set("site.rules", "0", err, sizeof(err));
+  set_foreign_rules(0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -101,6 +167,7 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark("BM_HakmemPair32/stats.enable=1", BM_HakmemKnob, "stats.enable", "1", "1");
     benchmark::RegisterBenchmark("BM_HakmemPair32/site.rules=0", BM_HakmemKnob, "site.rules", "0", "0");
     benchmark::RegisterBenchmark("BM_HakmemPair32/site.rules=1", BM_HakmemKnob, "site.rules", "1", "0");
+    benchmark::RegisterBenchmark("BM_HakmemPair32/site.rules=1 with 8 rules", BM_HakmemSiteRules8);
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -62,14 +62,17 @@ __attribute__((always_inline)) inline void* malloc_inline(size_t n) {
 __attribute__((always_inline)) inline void* malloc_entry(size_t n) {
   if (HK_LIKELY(n < g_tiny_gate.end.load(std::memory_order_relaxed))) return malloc_tiny(t_heap, n);
   if (site_enabled()) {
-    // The site path's common case, inline and frameless: no rules in force and none newly
-    // written, and this allocation does not use up the thread's sampling countdown.
+    // The site path's common case, inline and frameless: no rule for this call site (and
+    // none newly written), and this allocation does not use up the thread's sampling
+    // countdown.
     SiteThread& t = t_site;
-    if (HK_LIKELY(static_cast<uint64_t>(t.left) > n && site_rules_quiet(control_segment_ptr()->rules))) {
+    void* ra = __builtin_return_address(0);
+    if (HK_LIKELY(static_cast<uint64_t>(t.left) > n &&
+                  site_rules_none_for(control_segment_ptr()->rules, reinterpret_cast<uint64_t>(ra)))) {
       t.left -= static_cast<int64_t>(n);
       return malloc_inline(n);
     }
-    return site_malloc(n, __builtin_return_address(0), false);
+    return site_malloc(n, ra, false);
   }
   return malloc_inline(n);
 }

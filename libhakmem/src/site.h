@@ -6,16 +6,17 @@
 // Off (the default) costs malloc and operator new nothing for tiny sizes: their size test
 // compares with the tiny gate, which is 0 while site.rules is on (control.h). Other sizes
 // and the other entry points test the knob itself: one relaxed load and a predicted branch.
-// On, malloc and operator new first try the common case inline (fastpath.h): no rules in
-// force and no sample due, which costs a per-thread byte countdown and three loads to see
-// that the rules have not changed. Everything else takes site_malloc, out of line: the rule
+// On, malloc and operator new first try the common case inline (fastpath.h): no rule for
+// the call site and no sample due, which costs a per-thread byte countdown and a few loads
+// to see that the rules have not changed and that no rule's site shares the call site's
+// home slot (site_rules_none_for). Everything else takes site_malloc, out of line: the rule
 // lookup (O(1)) and, for the allocation that ends the countdown (mean every
 // kSiteSampleMean bytes), a sample written to shared memory.
 //
-// Measured (bench_micro, malloc+free pairs, 3 alternating runs, 2-core shared box):
-// site.rules=1 without rules 12.7-17.0 ns out of line, 6.8-8.4 ns with the inline case
-// (site.rules=0: 6.0-6.6). Command: HAKMEM_SITE_RULES=1 LD_PRELOAD=libhakmem.so bench_micro
-//   --benchmark_filter='BM_MallocFree/(16|64|256)$|BM_NewDelete32'
+// Measured (bench_micro, 32 B malloc+free pair, 2-core shared box): site.rules=0 6.0-6.9 ns;
+// site.rules=1 7.6-8.5 ns (12.7-17.0 when every call went out of line); with 8 rules in
+// force for other call sites 8.2 ns (13.1 out of line). Command: LD_PRELOAD=libhakmem.so
+// bench_micro --benchmark_filter='HakmemPair32'
 #pragma once
 
 #include <stddef.h>

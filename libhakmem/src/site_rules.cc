@@ -12,9 +12,9 @@ namespace hakmem {
 
 namespace {
 
-constexpr uint32_t kTableBits = 7;
-constexpr uint32_t kTableSlots = 1u << kTableBits;
+constexpr uint32_t kTableSlots = 1u << kRuleTableBits;
 static_assert(kTableSlots >= 2 * proto::kRuleSlots, "keep the load factor at or below one half");
+static_assert(kTableSlots == 64 * (sizeof g_rule_homes / sizeof g_rule_homes[0]), "a home bit per slot");
 
 struct Compiled {
   std::atomic<uint64_t> site;    // 0 = empty
@@ -24,16 +24,10 @@ struct Compiled {
 };
 
 Compiled g_table[kTableSlots];
-std::atomic<uint32_t> g_seq{0};       // odd while a compile rewrites g_table
 std::atomic<uint32_t> g_count{0};
 // Pid of the process whose thread compiles, 0 when none: a fork child inherits the value of a
 // parent caught mid-compile and takes the lock over instead of never compiling again.
 std::atomic<int32_t> g_compiling{0};
-std::atomic<uint64_t> g_compiled_gen{UINT64_MAX};
-
-uint32_t slot_of(uint64_t site) {
-  return static_cast<uint32_t>((site * 0x9E3779B97F4A7C15ull) >> (64 - kTableBits));
-}
 
 uint64_t pack(const proto::RuleValue& v) {
   return (uint64_t{v.id} << 32) | (uint64_t{v.cap & 0xffff} << 16) |
@@ -51,16 +45,18 @@ SiteAction unpack(uint64_t a) {
 
 }  // namespace
 
+std::atomic<uint32_t> g_rule_seq{0};
+std::atomic<uint64_t> g_rule_homes[2];
+std::atomic<uint64_t> g_compiled_gen{UINT64_MAX};
 std::atomic<const proto::RuleBlock*> g_compiled_block{nullptr};
-std::atomic<uint64_t> g_quiet_gen{UINT64_MAX};
 
 uint32_t site_rules_compile(const proto::RuleBlock& rb, uint32_t* rejected) {
-  g_quiet_gen.store(UINT64_MAX, std::memory_order_relaxed);  // the table is about to change
-  uint32_t s = g_seq.load(std::memory_order_relaxed);
-  g_seq.store(s + 1, std::memory_order_relaxed);
+  uint32_t s = g_rule_seq.load(std::memory_order_relaxed);
+  g_rule_seq.store(s + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   for (auto& e : g_table) e.site.store(0, std::memory_order_relaxed);
   uint32_t n = 0, bad = 0;
+  uint64_t homes[2] = {0, 0};
   for (const proto::SiteRule& r : rb.rules) {
     proto::RuleValue v;
     proto::RuleCheck c = proto::rule_read(r, &v);
@@ -71,7 +67,9 @@ uint32_t site_rules_compile(const proto::RuleBlock& rb, uint32_t* rejected) {
       bad++;
       continue;
     }
-    for (uint32_t i = 0, h = slot_of(v.site); i < kTableSlots; i++) {
+    const uint32_t h = rule_home(v.site);
+    homes[h >> 6] |= uint64_t{1} << (h & 63);
+    for (uint32_t i = 0; i < kTableSlots; i++) {
       Compiled& e = g_table[(h + i) & (kTableSlots - 1)];
       if (e.site.load(std::memory_order_relaxed) != 0) continue;
       e.min_size.store(v.min_size, std::memory_order_relaxed);
@@ -83,7 +81,9 @@ uint32_t site_rules_compile(const proto::RuleBlock& rb, uint32_t* rejected) {
     }
   }
   g_count.store(n, std::memory_order_relaxed);
-  g_seq.store(s + 2, std::memory_order_release);
+  g_rule_homes[0].store(homes[0], std::memory_order_relaxed);
+  g_rule_homes[1].store(homes[1], std::memory_order_relaxed);
+  g_rule_seq.store(s + 2, std::memory_order_release);
   if (rejected) *rejected = bad;
   return n;
 }
@@ -102,7 +102,6 @@ void site_rules_refresh(proto::RuleBlock& rb) {
   const uint32_t n = site_rules_compile(rb, &rejected);
   g_compiled_gen.store(gen, std::memory_order_relaxed);
   g_compiled_block.store(&rb, std::memory_order_relaxed);
-  g_quiet_gen.store(n == 0 ? gen : UINT64_MAX, std::memory_order_relaxed);
   rb.rules_active.store(n, std::memory_order_relaxed);
   rb.rules_rejected.store(rejected, std::memory_order_relaxed);
   rb.applied_generation.store(gen, std::memory_order_release);
@@ -110,11 +109,11 @@ void site_rules_refresh(proto::RuleBlock& rb) {
 }
 
 bool site_rules_lookup(uint64_t site, uint64_t size, SiteAction* out) {
-  const uint32_t s1 = g_seq.load(std::memory_order_acquire);
+  const uint32_t s1 = g_rule_seq.load(std::memory_order_acquire);
   if (s1 & 1) return false;
   bool found = false;
   uint64_t action = 0;
-  for (uint32_t i = 0, h = slot_of(site); i < kTableSlots; i++) {
+  for (uint32_t i = 0, h = rule_home(site); i < kTableSlots; i++) {
     const Compiled& e = g_table[(h + i) & (kTableSlots - 1)];
     const uint64_t a = e.site.load(std::memory_order_relaxed);
     if (a == 0) break;
@@ -126,7 +125,7 @@ bool site_rules_lookup(uint64_t site, uint64_t size, SiteAction* out) {
     }
   }
   std::atomic_thread_fence(std::memory_order_acquire);
-  if (g_seq.load(std::memory_order_relaxed) != s1) return false;
+  if (g_rule_seq.load(std::memory_order_relaxed) != s1) return false;
   if (found) *out = unpack(action);
   return found;
 }
