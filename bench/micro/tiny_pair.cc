@@ -131,30 +131,11 @@ bool set_foreign_rules(int n) {
 
 // The 32 B pair with site.rules on and 8 rules in force for other call sites.
 void BM_HakmemSiteRules8(benchmark::State& state) {
-  char err[160];
   if (!set_foreign_rules(8)) {
     state.SkipWithError("the segment is not shared: no rules can be installed");
     return;
   }
-  if (g_knob_set("site.rules", "1", err, sizeof(err)) != 0) {
-    state.SkipWithError(err);
-    return;
-  }
-  for (int i = 0; i < 100000; ++i) {  // the knob reaches the thread at a slow path
-    void* p = std::malloc(32 + (i & 511));
-    benchmark::DoNotOptimize(p);
-    std::free(p);
-  }
-  void* keep[4];
-  for (auto& k : keep) benchmark::DoNotOptimize(k = std::malloc(32));
-  for (auto _ : state) {
-    void* p = std::malloc(32);
-    benchmark::DoNotOptimize(p);
-    std::free(p);
-    benchmark::ClobberMemory();
-  }
-  for (auto* k : keep) std::free(k);
-  g_knob_set("site.rules", "0", err, sizeof(err));
+  BM_HakmemKnob(state, "site.rules", "1", "0");
   set_foreign_rules(0);
 }
 

@@ -116,9 +116,12 @@ class Sites : public ::testing::Test {
     targets_.push_back(std::move(t));
     return targets_.back().get();
   }
+  // A tier's allocation count, now or in a `hakctl stats --json` snapshot.
+  static uint64_t tier_allocs(const json& stats, const char* tier) {
+    return stats.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>();
+  }
   uint64_t tier_allocs(int pid, const char* tier) {
-    const json j = hakctl_json({"stats", "--pid", std::to_string(pid)});
-    return j.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>();
+    return tier_allocs(hakctl_json({"stats", "--pid", std::to_string(pid)}), tier);
   }
   // The rule-syntax site of `function` as `hakctl sites --json` reports it ("alloc_alpha+0x2b").
   std::string spec_of(int pid, const std::string& function) {
@@ -301,10 +304,7 @@ TEST_F(Sites, RoutesToPoolBundleAndSystem) {
   ASSERT_TRUE(t->run("a 100 512"));
   ASSERT_TRUE(t->run("a 100 65536"));  // outside alpha's size range: bundle as usual
   const json after = hakctl_json({"stats", "--pid", pid});
-  auto delta = [&](const char* tier) {
-    return after.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>() -
-           before.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>();
-  };
+  auto delta = [&](const char* tier) { return tier_allocs(after, tier) - tier_allocs(before, tier); };
   EXPECT_EQ(delta("pool"), 1000u);
   EXPECT_EQ(delta("whale"), 100u);
   EXPECT_EQ(delta("bundle"), 200u);
@@ -335,10 +335,7 @@ TEST_F(Sites, SiteRulesTurnedOnLiveCoverTinyBlocks) {
   const json before = hakctl_json({"stats", "--pid", pid});
   ASSERT_TRUE(t->run("b 1000 100"));
   const json after = hakctl_json({"stats", "--pid", pid});
-  auto delta = [&](const char* tier) {
-    return after.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>() -
-           before.at("processes").at(0).at("tiers").at(tier).at("allocs").get<uint64_t>();
-  };
+  auto delta = [&](const char* tier) { return tier_allocs(after, tier) - tier_allocs(before, tier); };
   EXPECT_EQ(delta("pool"), 1000u);
   EXPECT_EQ(delta("tiny"), 0u);
 }
