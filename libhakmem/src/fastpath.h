@@ -57,22 +57,27 @@ __attribute__((always_inline)) inline void* malloc_inline(size_t n) {
   return malloc_mid(h, n);  // a tail call: the fast path needs no stack frame
 }
 
+// With site.rules on, whether an allocation of n bytes for the call site `ra` needs
+// site_malloc: a rule may apply (or a compile is due), or it ends the thread's sampling
+// countdown. The common case, no rule for the site and no sample due, counts the bytes down
+// here, inline and without a stack frame, and the caller allocates as usual.
+__attribute__((always_inline)) inline bool site_path_needed(size_t n, void* ra) {
+  SiteThread& t = t_site;
+  if (HK_LIKELY(static_cast<uint64_t>(t.left) > n &&
+                site_rules_none_for(control_segment_ptr()->rules, reinterpret_cast<uint64_t>(ra)))) {
+    t.left -= static_cast<int64_t>(n);
+    return false;
+  }
+  return true;
+}
+
 // The exported malloc and operator new. The gate's one compare is both the size test and
 // the site.rules test (control.h). always_inline: the return address is the caller's.
 __attribute__((always_inline)) inline void* malloc_entry(size_t n) {
   if (HK_LIKELY(n < g_tiny_gate.end.load(std::memory_order_relaxed))) return malloc_tiny(t_heap, n);
   if (site_enabled()) {
-    // The site path's common case, inline and frameless: no rule for this call site (and
-    // none newly written), and this allocation does not use up the thread's sampling
-    // countdown.
-    SiteThread& t = t_site;
     void* ra = __builtin_return_address(0);
-    if (HK_LIKELY(static_cast<uint64_t>(t.left) > n &&
-                  site_rules_none_for(control_segment_ptr()->rules, reinterpret_cast<uint64_t>(ra)))) {
-      t.left -= static_cast<int64_t>(n);
-      return malloc_inline(n);
-    }
-    return site_malloc(n, ra, false);
+    if (site_path_needed(n, ra)) return site_malloc(n, ra, false);
   }
   return malloc_inline(n);
 }

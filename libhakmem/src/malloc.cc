@@ -225,7 +225,10 @@ HK_EXPORT void* calloc(size_t n, size_t size) noexcept {
     errno = ENOMEM;
     return nullptr;
   }
-  if (site_enabled()) return site_malloc(total, __builtin_return_address(0), true);
+  if (site_enabled()) {
+    void* ra = __builtin_return_address(0);
+    if (site_path_needed(total, ra)) return site_malloc(total, ra, true);
+  }
   if (total > kBundleMax) {
     if (t_heap == &g_empty_heap) heap_get_slow();
     return whale_path(total, 0, true);
@@ -236,10 +239,7 @@ HK_EXPORT void* calloc(size_t n, size_t size) noexcept {
 }
 
 HK_EXPORT void* realloc(void* p, size_t n) noexcept {
-  if (!p) {
-    if (site_enabled()) return site_malloc(n, __builtin_return_address(0), false);
-    return malloc_inline(n);
-  }
+  if (!p) return malloc_entry(n);
   if (n == 0) {
     // glibc frees and returns NULL.
     free_inline(p);
@@ -274,7 +274,7 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
   if (n > usable && n > kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapWhaleHead) {
     if (void* q = whale_realloc_grow(t_heap, p, n)) return q;
   }
-  void* q = site_enabled() ? site_malloc(n, __builtin_return_address(0), false) : malloc_inline(n);
+  void* q = malloc_entry(n);
   if (!q) return nullptr;
   memcpy(q, p, n < usable ? n : usable);
   free_inline(p);

@@ -60,9 +60,7 @@ __attribute__((always_inline)) inline void* op_new_aligned(size_t n, std::align_
 }
 
 __attribute__((always_inline)) inline void* op_new_nothrow(size_t n, size_t align) noexcept {
-  void* p = align                     ? hk_aligned(align, n)
-            : hakmem::site_enabled() ? hakmem::site_malloc(n, __builtin_return_address(0), false)
-                                      : hk_malloc(n);
+  void* p = align ? hk_aligned(align, n) : hakmem::malloc_entry(n);
   if (__builtin_expect(p != nullptr, 1)) return p;
   try {
     return new_retry(n, align);
