@@ -554,6 +554,8 @@ void* decay_thread_main(void*) {
     if (ms < 10) ms = 10;
     if (ms > 1000) ms = 1000;
     os_sleep_ns(ms * 1000000ull);
+    // A write from hakmemd takes effect within one period even if no thread allocates.
+    if (control_poll_process()) whale_apply_knobs();
     decay_tick(os_now_ns());
   }
   return nullptr;

@@ -199,6 +199,17 @@ bool control_poll(ThreadCtl* ctl) {
   return true;
 }
 
+bool control_poll_process() {
+  // A fork child publishes its segment from an allocating thread's check; until then the
+  // segment in use is the parent's copy, whose generation is not the child's business.
+  if (g_segment_pending.load(std::memory_order_relaxed)) return false;
+  Segment* s = control_segment_ptr();
+  const uint64_t gen = s->knobs.generation.load(std::memory_order_acquire);
+  if (gen == g_applied_generation.load(std::memory_order_acquire)) return false;
+  reload_knobs(s, gen);
+  return true;
+}
+
 void control_add(proto::Tier tier, proto::GlobalCounter c, int64_t delta) {
   control_segment_ptr()->global.tier[static_cast<size_t>(tier)][static_cast<size_t>(c)].fetch_add(
       static_cast<uint64_t>(delta), std::memory_order_relaxed);

@@ -72,6 +72,13 @@ void control_thread_detach(ThreadCtl* ctl);
 // one acquire load.
 bool control_poll(ThreadCtl* ctl);
 
+// The same for the process alone, from hakmem's own decay thread: a process that has gone
+// quiet (a service between requests) otherwise applies a daemon's write only at some
+// thread's next periodic check, which may be minutes away. Reloads g_knob and publishes
+// applied_generation; each thread's cached values (magazine capacities, its stats slot)
+// follow at that thread's next check, as after any poll. True when it reloaded.
+bool control_poll_process();
+
 // Process-wide counters (mapped bytes, OS calls, cache moves): relaxed fetch_add, for
 // slow paths only.
 void control_add(proto::Tier tier, proto::GlobalCounter c, int64_t delta);

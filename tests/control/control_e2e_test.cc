@@ -402,6 +402,18 @@ TEST_F(ControlE2E, KnobWritesUnderMultiThreadedLoadAreAllAppliedAndNothingBreaks
   }
 }
 
+TEST_F(ControlE2E, AQuietProcessAppliesADaemonWriteFromItsDecayThread) {
+  // 16 MiB of bundle blocks freed: the cached memory starts the decay thread. Then the
+  // program stops allocating, as a service between requests does; a daemon-style write is
+  // applied all the same, by that thread, within a period (250 ms at the default decay
+  // times). Before, it waited for some thread's next periodic check: here, never.
+  ProbeRun r = run({"hold 262144 64", "release", "quietwrite whale.cache_bytes 12345678", "knobs"});
+  ASSERT_RAN(r);
+  EXPECT_GE(r.num("quiet_applied_ms"), 0);
+  EXPECT_LE(r.num("quiet_applied_ms"), 1500);
+  EXPECT_EQ(r.num("knob.whale.cache_bytes"), 12345678);
+}
+
 // ---- every knob changes the allocator's behaviour: one test each ----
 // Counts, not times: misses, OS calls, cache hits and page faults of the touch phase.
 

@@ -12,6 +12,8 @@
 //   churn SIZE N                N times malloc(SIZE), touch every page, free
 //   write KNOB VALUE            as hakmemd does: value, then generation++; then allocates
 //                               until the process has applied the generation
+//   quietwrite KNOB VALUE       the same write, then no allocation at all: waits up to 3 s
+//                               for the process to apply it; "quiet_applied_ms" (or -1)
 //   garbage                     writes 0xdeadbeef.. into every knob value (daemon-style)
 //   set KNOB VALUE              hakmem_knob_set() through the C API
 //   badfree                     free() of a pointer hakmem never returned
@@ -271,6 +273,24 @@ int main(int argc, char** argv) {
     if (!strcmp(cmd, "write")) {
       const KnobInfo& k = knob_arg(a);
       daemon_write(static_cast<size_t>(k.id), strtoull(b, nullptr, 0));
+      continue;
+    }
+    if (!strcmp(cmd, "quietwrite")) {
+      const KnobInfo& k = knob_arg(a);
+      seg().knobs.value[static_cast<size_t>(k.id)].store(strtoull(b, nullptr, 0), std::memory_order_relaxed);
+      const uint64_t gen = seg().knobs.generation.fetch_add(1, std::memory_order_release) + 1;
+      timespec t0, t1;
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      long ms = -1;
+      for (int i = 0; i < 300; i++) {
+        if (seg().knobs.applied_generation.load(std::memory_order_acquire) >= gen) {
+          clock_gettime(CLOCK_MONOTONIC, &t1);
+          ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+          break;
+        }
+        usleep(10000);
+      }
+      printf("quiet_applied_ms %ld\n", ms);
       continue;
     }
     if (!strcmp(cmd, "garbage")) {

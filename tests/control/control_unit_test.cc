@@ -12,7 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
 
 #include "control.h"
 #include "control_internal.h"
@@ -408,6 +410,57 @@ TEST_F(ControlShm, ThreadAttachingAfterAnUnpolledWriteAppliesIt) {
   ThreadCtl t{};
   control_thread_attach(&t);
   EXPECT_EQ(knob(Knob::WhaleDecayMs), 5u);
+}
+
+TEST_F(ControlShm, ProcessPollAppliesAWriteAndThreadsStillRefreshTheirOwnState) {
+  load_defaults();
+  control_segment_open(true, kSizes, 5, 0, 0);
+  proto::Segment* s = control_segment_ptr();
+  ThreadCtl t{};
+  control_thread_attach(&t);
+  EXPECT_FALSE(control_poll_process());  // nothing written
+
+  s->knobs.value[size_t(Knob::TinyCap)].store(96);
+  s->knobs.generation.fetch_add(1);
+  EXPECT_TRUE(control_poll_process());
+  EXPECT_EQ(knob(Knob::TinyCap), 96u);
+  EXPECT_EQ(s->knobs.applied_generation.load(), 1u);
+  EXPECT_FALSE(control_poll_process());
+  // The thread has not seen the generation yet: its own check still reports the change,
+  // so it refreshes what it cached (its magazine capacities, its stats slot).
+  EXPECT_TRUE(control_poll(&t));
+  EXPECT_FALSE(control_poll(&t));
+
+  // The decay thread and allocating threads poll concurrently: every write is applied,
+  // and the published generation only moves forward (run under TSan in CI).
+  std::atomic<bool> stop{false};
+  std::thread poller([&] {
+    while (!stop.load()) control_poll_process();
+  });
+  std::thread worker([&] {
+    ThreadCtl w{};
+    control_thread_attach(&w);
+    while (!stop.load()) control_poll(&w);
+    control_thread_detach(&w);
+  });
+  uint64_t last_seen = 0;
+  bool backwards = false;
+  for (uint64_t i = 0; i < 2000; i++) {
+    s->knobs.value[size_t(Knob::TinyCap)].store(i % 1000);
+    s->knobs.generation.fetch_add(1);
+    const uint64_t a = s->knobs.applied_generation.load();
+    backwards |= a < last_seen;
+    last_seen = a;
+  }
+  const uint64_t gen = s->knobs.generation.load();
+  for (int i = 0; i < 100000 && s->knobs.applied_generation.load() < gen; i++) std::this_thread::yield();
+  stop = true;
+  poller.join();
+  worker.join();
+  EXPECT_FALSE(backwards);
+  EXPECT_EQ(s->knobs.applied_generation.load(), gen);
+  EXPECT_EQ(knob(Knob::TinyCap), 1999u % 1000);
+  control_thread_detach(&t);
 }
 
 // ---- C API ----
