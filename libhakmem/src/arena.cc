@@ -545,15 +545,25 @@ void decay_tick(uint64_t now) {
 
 namespace {
 
-std::atomic<int> g_decay_thread{0};  // 0 = not started, 1 = starting or running
+// 0 = not started, 1 = starting or running, 2 = retired: the program asked the kernel for
+// something only a single-threaded process may do (decay_thread_retire), and this process
+// starts no thread of ours again.
+std::atomic<int> g_decay_thread{0};
+std::atomic<uint32_t> g_decay_wake{0};      // futex word: bumped to end the thread's wait
+std::atomic<bool> g_decay_running{false};   // g_decay_handle is a live, joinable thread
+pthread_t g_decay_handle;
+Mutex g_decay_lock;                         // orders a start against a retire
 
 void* decay_thread_main(void*) {
-  for (;;) {
+  while (g_decay_thread.load(std::memory_order_acquire) == 1) {
     uint64_t b = knob(proto::Knob::BundleDecayMs), w = knob(proto::Knob::WhaleDecayMs);
     uint64_t ms = (b < w ? b : w) / 4;
     if (ms < 10) ms = 10;
     if (ms > 1000) ms = 1000;
-    os_sleep_ns(ms * 1000000ull);
+    const uint32_t wake = g_decay_wake.load(std::memory_order_acquire);
+    if (g_decay_thread.load(std::memory_order_acquire) != 1) break;
+    os_futex_wait_ns(&g_decay_wake, wake, ms * 1000000ull);
+    if (g_decay_thread.load(std::memory_order_acquire) != 1) break;
     // A write from hakmemd takes effect within one period even if no thread allocates.
     if (control_poll_process()) whale_apply_knobs();
     decay_tick(os_now_ns());
@@ -575,25 +585,47 @@ void decay_thread_maybe_start() {
   if (static_cast<int64_t>(cached) < (int64_t{8} << 20)) return;
   int expected = 0;
   if (!g_decay_thread.compare_exchange_strong(expected, 1, std::memory_order_relaxed)) return;
+  // Held across pthread_create, whose allocations come back to us: none of our paths takes
+  // this lock once the state is no longer 0.
+  LockGuard g(g_decay_lock);
+  if (g_decay_thread.load(std::memory_order_relaxed) != 1) return;  // retired meanwhile
   int saved = errno;
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 64 * 1024);
-  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   // The program's signals must never be delivered to our thread.
   sigset_t all, old;
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  pthread_t t;
-  if (pthread_create(&t, &attr, decay_thread_main, nullptr) != 0) {
-    // Could not start (thread limits, seccomp): decay keeps running from slow paths only.
+  if (pthread_create(&g_decay_handle, &attr, decay_thread_main, nullptr) == 0) {
+    g_decay_running.store(true, std::memory_order_relaxed);
   }
+  // Else (thread limits, seccomp): decay keeps running from slow paths only.
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
   errno = saved;
 }
 
-void decay_thread_atfork_child() { g_decay_thread.store(0, std::memory_order_relaxed); }
+bool decay_thread_retire() {
+  LockGuard g(g_decay_lock);
+  const int prev = g_decay_thread.exchange(2, std::memory_order_acq_rel);
+  if (prev != 1 || !g_decay_running.load(std::memory_order_relaxed)) return false;
+  g_decay_wake.fetch_add(1, std::memory_order_release);
+  os_futex_wake(&g_decay_wake, 1);
+  int saved = errno;
+  pthread_join(g_decay_handle, nullptr);
+  errno = saved;
+  g_decay_running.store(false, std::memory_order_relaxed);
+  return true;
+}
+
+void decay_thread_atfork_child() {
+  // The thread did not come along, and a fork in the middle of a start or a retire left
+  // the lock as it was; a retired process stays retired.
+  g_decay_lock.reset();
+  g_decay_running.store(false, std::memory_order_relaxed);
+  if (g_decay_thread.load(std::memory_order_relaxed) == 1) g_decay_thread.store(0, std::memory_order_relaxed);
+}
 
 void arena_lock_all() {
   for (auto& a : g_arena) a.lock.lock();

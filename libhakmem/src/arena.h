@@ -43,6 +43,11 @@ void decay_tick(uint64_t now);
 // calls malloc after a burst of frees. Pre-condition: the caller holds no hakmem lock
 // (thread creation may allocate through us).
 void decay_thread_maybe_start();
+// Stops the thread for good, for a program that is about to ask the kernel for something
+// only a single-threaded process may do (unshare or setns into a user namespace, ...): wakes
+// it, joins it, and no thread is started again in this process. Memory decay then runs from
+// the allocation slow paths only. True when a running thread was stopped.
+bool decay_thread_retire();
 void decay_thread_atfork_child();
 
 void arena_lock_all();

@@ -1,8 +1,12 @@
 // Process and thread lifecycle: the one-time process initialisation (reentrancy-safe: it
 // may run inside the very first malloc, called from libc's own start-up), heap attach and
 // adoption, the thread-exit hand-back, fork handling, and the periodic slow-path tick.
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "arena.h"
 #include "control.h"
@@ -189,3 +193,34 @@ Heap* heap_get_slow() {
 }
 
 }  // namespace hakmem
+
+// unshare(2) of CLONE_NEWUSER, CLONE_VM, CLONE_SIGHAND or CLONE_THREAD, and setns(2) into a
+// user or mount namespace, fail with EINVAL in a multi-threaded process (a mount namespace
+// wants the filesystem context unshared, and threads share it). A program that is
+// single-threaded must not see them fail because hakmem's decay thread is running: the
+// thread is retired first (and never started again here), then the call goes to the
+// kernel. A joined thread leaves the thread group a moment after pthread_join returns, so
+// an EINVAL right after a retire is retried for up to 100 ms.
+namespace {
+
+int single_threaded_syscall(long nr, long a, long b, bool needs_one_thread) {
+  const bool retired = needs_one_thread && hakmem::decay_thread_retire();
+  for (int i = 0;; i++) {
+    const long r = syscall(nr, a, b);
+    if (r == 0 || errno != EINVAL || !retired || i == 100) return static_cast<int>(r);
+    hakmem::os_sleep_ns(1000000);
+  }
+}
+
+constexpr int kOneThreadUnshare = CLONE_NEWUSER | CLONE_VM | CLONE_SIGHAND | CLONE_THREAD;
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) int unshare(int flags) noexcept {
+  return single_threaded_syscall(SYS_unshare, flags, 0, (flags & kOneThreadUnshare) != 0);
+}
+
+// nstype 0 accepts any namespace, a user or mount one among them.
+extern "C" __attribute__((visibility("default"))) int setns(int fd, int nstype) noexcept {
+  return single_threaded_syscall(SYS_setns, fd, nstype, nstype == 0 || (nstype & (CLONE_NEWUSER | CLONE_NEWNS)) != 0);
+}

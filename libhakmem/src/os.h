@@ -73,6 +73,8 @@ bool os_pid_exists(int32_t pid);
 // --- Added by the allocator (compatible extension) ---
 // Blocks while *addr == expected (process-private futex); spurious wake-ups are allowed.
 void os_futex_wait(const void* addr, uint32_t expected);
+// The same, for at most ns nanoseconds.
+void os_futex_wait_ns(const void* addr, uint32_t expected, uint64_t ns);
 // Wakes up to n waiters blocked on addr.
 void os_futex_wake(const void* addr, int n);
 // Gives the CPU to another runnable thread.
