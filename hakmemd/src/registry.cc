@@ -3,9 +3,13 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <climits>
 
 #include <spdlog/spdlog.h>
 
@@ -373,6 +377,9 @@ bool Registry::write_knobs(ProcessEntry& e, const std::vector<KnobValue>& values
   }
   // One generation per request: a thread that sees it reloads every value written above.
   *new_generation = kb.generation.fetch_add(1, std::memory_order_release) + 1;
+  // The target's decay thread, if it runs one, waits on this word: it applies the write
+  // now rather than at its next period or the program's next periodic check.
+  syscall(SYS_futex, proto::knob_wake_word(kb), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
   e.map.drop_pages();
   if (g.faulted()) {
     e.faulted = true;

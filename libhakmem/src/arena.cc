@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <time.h>
 
 #include "control.h"
 #include "heap.h"
@@ -549,7 +550,7 @@ namespace {
 // something only a single-threaded process may do (decay_thread_retire), and this process
 // starts no thread of ours again.
 std::atomic<int> g_decay_thread{0};
-std::atomic<uint32_t> g_decay_wake{0};      // futex word: bumped to end the thread's wait
+std::atomic<const void*> g_decay_word{nullptr};  // the futex word the thread waits on
 std::atomic<bool> g_decay_running{false};   // g_decay_handle is a live, joinable thread
 pthread_t g_decay_handle;
 Mutex g_decay_lock;                         // orders a start against a retire
@@ -560,11 +561,18 @@ void* decay_thread_main(void*) {
     uint64_t ms = (b < w ? b : w) / 4;
     if (ms < 10) ms = 10;
     if (ms > 1000) ms = 1000;
-    const uint32_t wake = g_decay_wake.load(std::memory_order_acquire);
+    // The wait ends early when a knob writer wakes the segment's knob word (hakmemd does
+    // after every write: the write is applied at once) or when the thread is retired.
+    const proto::KnobBlock& kb = control_segment().knobs;
+    const void* word = proto::knob_wake_word(kb);
+    g_decay_word.store(word, std::memory_order_release);
+    const uint32_t seen = static_cast<uint32_t>(kb.generation.load(std::memory_order_acquire));
     if (g_decay_thread.load(std::memory_order_acquire) != 1) break;
-    os_futex_wait_ns(&g_decay_wake, wake, ms * 1000000ull);
+    if (control_poll_process()) whale_apply_knobs();
+    os_futex_wait_shared_ns(word, seen, ms * 1000000ull);
     if (g_decay_thread.load(std::memory_order_acquire) != 1) break;
-    // A write from hakmemd takes effect within one period even if no thread allocates.
+    // A write takes effect within one period even if no thread allocates, and at once when
+    // its writer woke us.
     if (control_poll_process()) whale_apply_knobs();
     decay_tick(os_now_ns());
   }
@@ -610,10 +618,19 @@ bool decay_thread_retire() {
   LockGuard g(g_decay_lock);
   const int prev = g_decay_thread.exchange(2, std::memory_order_acq_rel);
   if (prev != 1 || !g_decay_running.load(std::memory_order_relaxed)) return false;
-  g_decay_wake.fetch_add(1, std::memory_order_release);
-  os_futex_wake(&g_decay_wake, 1);
+  // The thread may be between its state check and its wait: wake it until it is gone.
   int saved = errno;
-  pthread_join(g_decay_handle, nullptr);
+  for (;;) {
+    if (const void* w = g_decay_word.load(std::memory_order_acquire)) os_futex_wake_shared(w, 1 << 30);
+    timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += 10 * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+      until.tv_sec++;
+      until.tv_nsec -= 1000000000;
+    }
+    if (pthread_timedjoin_np(g_decay_handle, nullptr, &until) == 0) break;
+  }
   errno = saved;
   g_decay_running.store(false, std::memory_order_relaxed);
   return true;

@@ -264,10 +264,16 @@ void os_futex_wait(const void* addr, uint32_t expected) {
   errno = saved;
 }
 
-void os_futex_wait_ns(const void* addr, uint32_t expected, uint64_t ns) {
+void os_futex_wait_shared_ns(const void* addr, uint32_t expected, uint64_t ns) {
   int saved = errno;
   timespec ts{static_cast<time_t>(ns / 1000000000ull), static_cast<long>(ns % 1000000000ull)};
-  syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, expected, &ts, nullptr, 0);
+  syscall(SYS_futex, addr, FUTEX_WAIT, expected, &ts, nullptr, 0);
+  errno = saved;
+}
+
+void os_futex_wake_shared(const void* addr, int n) {
+  int saved = errno;
+  syscall(SYS_futex, addr, FUTEX_WAKE, n, nullptr, nullptr, 0);
   errno = saved;
 }
 

@@ -73,8 +73,10 @@ bool os_pid_exists(int32_t pid);
 // --- Added by the allocator (compatible extension) ---
 // Blocks while *addr == expected (process-private futex); spurious wake-ups are allowed.
 void os_futex_wait(const void* addr, uint32_t expected);
-// The same, for at most ns nanoseconds.
-void os_futex_wait_ns(const void* addr, uint32_t expected, uint64_t ns);
+// A shared futex (a word in memory other processes map too: the segment): waits at most ns
+// while *addr == expected; wakes up to n waiters of any process.
+void os_futex_wait_shared_ns(const void* addr, uint32_t expected, uint64_t ns);
+void os_futex_wake_shared(const void* addr, int n);
 // Wakes up to n waiters blocked on addr.
 void os_futex_wake(const void* addr, int n);
 // Gives the CPU to another runnable thread.

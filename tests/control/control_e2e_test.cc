@@ -414,6 +414,19 @@ TEST_F(ControlE2E, AQuietProcessAppliesADaemonWriteFromItsDecayThread) {
   EXPECT_EQ(r.num("knob.whale.cache_bytes"), 12345678);
 }
 
+TEST_F(ControlE2E, AWriterThatWakesTheKnobWordIsAppliedAtOnce) {
+  // Decay times of 4 s make the decay thread's period 1 s. hakmemd wakes the knob futex
+  // word after a write: the thread applies it then, not at the end of its period.
+  ProbeRun r = run({"hold 262144 64", "release", "quietwrite whale.cache_bytes 7654321 wake",
+                    "quietwrite whale.cache_bytes 7654322 wake", "knobs"},
+                   {"HAKMEM_BUNDLE_DECAY_MS=4000", "HAKMEM_WHALE_DECAY_MS=4000"});
+  ASSERT_RAN(r);
+  // Both writes printed their figure; the last one is what r.num reads.
+  EXPECT_GE(r.num("quiet_applied_ms"), 0);
+  EXPECT_LE(r.num("quiet_applied_ms"), 300);
+  EXPECT_EQ(r.num("knob.whale.cache_bytes"), 7654322);
+}
+
 // ---- every knob changes the allocator's behaviour: one test each ----
 // Counts, not times: misses, OS calls, cache hits and page faults of the touch phase.
 

@@ -12,8 +12,9 @@
 //   churn SIZE N                N times malloc(SIZE), touch every page, free
 //   write KNOB VALUE            as hakmemd does: value, then generation++; then allocates
 //                               until the process has applied the generation
-//   quietwrite KNOB VALUE       the same write, then no allocation at all: waits up to 3 s
-//                               for the process to apply it; "quiet_applied_ms" (or -1)
+//   quietwrite KNOB VALUE [wake] the same write, then no allocation at all: waits up to 3 s
+//                               for the process to apply it; "quiet_applied_ms" (or -1).
+//                               With "wake", wakes the knob futex word as hakmemd does
 //   garbage                     writes 0xdeadbeef.. into every knob value (daemon-style)
 //   set KNOB VALUE              hakmem_knob_set() through the C API
 //   badfree                     free() of a pointer hakmem never returned
@@ -30,6 +31,8 @@
 // "s<step>.<tier>.<counter> <delta>" plus "s<step>.malloc_faults" and "s<step>.touch_faults".
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -39,6 +42,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -266,8 +270,8 @@ int main(int argc, char** argv) {
   open_segment();
   printf("segment %d\n", g_seg ? 1 : 0);
   for (int step = 1; step < argc; step++) {
-    char cmd[32] = {0}, a[64] = {0}, b[64] = {0};
-    sscanf(argv[step], "%31s %63s %63s", cmd, a, b);
+    char cmd[32] = {0}, a[64] = {0}, b[64] = {0}, c[16] = {0};
+    sscanf(argv[step], "%31s %63s %63s %15s", cmd, a, b, c);
     if (!strcmp(cmd, "header")) { print_header(); continue; }
     if (!strcmp(cmd, "knobs")) { print_knobs(); continue; }
     if (!strcmp(cmd, "write")) {
@@ -279,6 +283,7 @@ int main(int argc, char** argv) {
       const KnobInfo& k = knob_arg(a);
       seg().knobs.value[static_cast<size_t>(k.id)].store(strtoull(b, nullptr, 0), std::memory_order_relaxed);
       const uint64_t gen = seg().knobs.generation.fetch_add(1, std::memory_order_release) + 1;
+      if (!strcmp(c, "wake")) syscall(SYS_futex, knob_wake_word(seg().knobs), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
       timespec t0, t1;
       clock_gettime(CLOCK_MONOTONIC, &t0);
       long ms = -1;

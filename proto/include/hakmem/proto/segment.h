@@ -98,7 +98,10 @@ struct SegmentHeader {
 // Knob values. Writers: hakmemd and the process's own hakmem_knob_set(). A writer stores
 // the value, then increments `generation` (release). Each allocating thread compares the
 // generation on its periodic slow-path check, reloads every value (acquire) clamped with
-// knob_clamp(), and stores the generation it applied into `applied_generation`.
+// knob_clamp(), and stores the generation it applied into `applied_generation`. Then the
+// writer wakes (FUTEX_WAKE, shared: not FUTEX_PRIVATE_FLAG) the futex word knob_wake_word()
+// of the block: libhakmem's decay thread, when the process runs one, waits there and
+// applies the write at once, even if no thread of the program allocates.
 struct alignas(64) KnobBlock {
   std::atomic<uint64_t> generation;
   std::atomic<uint64_t> applied_generation;  // latest generation applied by some thread
@@ -106,6 +109,12 @@ struct alignas(64) KnobBlock {
   std::atomic<uint64_t> env_mask;            // bit i: knob i was set from the environment
   std::atomic<uint64_t> value[kKnobSlots];
 };
+
+// The 32-bit futex word that changes with every knob generation: the low half of
+// `generation`.
+inline const void* knob_wake_word(const KnobBlock& k) {
+  return reinterpret_cast<const char*>(&k.generation) + (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 4);
+}
 
 // Process-wide figures, updated with relaxed fetch_add on slow paths only.
 struct alignas(64) GlobalBlock {
