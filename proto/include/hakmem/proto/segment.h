@@ -96,12 +96,12 @@ struct SegmentHeader {
 };
 
 // Knob values. Writers: hakmemd and the process's own hakmem_knob_set(). A writer stores
-// the value, then increments `generation` (release). Each allocating thread compares the
-// generation on its periodic slow-path check, reloads every value (acquire) clamped with
-// knob_clamp(), and stores the generation it applied into `applied_generation`. Then the
-// writer wakes (FUTEX_WAKE, shared: not FUTEX_PRIVATE_FLAG) the futex word knob_wake_word()
-// of the block: libhakmem's decay thread, when the process runs one, waits there and
-// applies the write at once, even if no thread of the program allocates.
+// the value, then increments `generation` (release); hakmemd then wakes (FUTEX_WAKE,
+// shared: not FUTEX_PRIVATE_FLAG) the futex word knob_wake_word() of the block. Each
+// allocating thread compares the generation on its periodic slow-path check, reloads every
+// value (acquire) clamped with knob_clamp(), and stores the generation it applied into
+// `applied_generation`. libhakmem's decay thread, when the process runs one, waits on the
+// futex word and applies a write at once, even if no thread of the program allocates.
 struct alignas(64) KnobBlock {
   std::atomic<uint64_t> generation;
   std::atomic<uint64_t> applied_generation;  // latest generation applied by some thread
