@@ -568,13 +568,11 @@ void* decay_thread_main(void*) {
     g_decay_word.store(word, std::memory_order_release);
     const uint32_t seen = static_cast<uint32_t>(kb.generation.load(std::memory_order_acquire));
     if (g_decay_thread.load(std::memory_order_acquire) != 1) break;
-    if (control_poll_process()) whale_apply_knobs();
-    os_futex_wait_shared_ns(word, seen, ms * 1000000ull);
-    if (g_decay_thread.load(std::memory_order_acquire) != 1) break;
-    // A write takes effect within one period even if no thread allocates, and at once when
-    // its writer woke us.
+    // Applies a write made before `seen` was read; a later one ends the wait at once, and
+    // the next round applies it.
     if (control_poll_process()) whale_apply_knobs();
     decay_tick(os_now_ns());
+    os_futex_wait_shared_ns(word, seen, ms * 1000000ull);
   }
   return nullptr;
 }
