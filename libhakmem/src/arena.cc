@@ -548,7 +548,8 @@ namespace {
 
 // 0 = not started, 1 = starting or running, 2 = retired: the program asked the kernel for
 // something only a single-threaded process may do (decay_thread_retire), and this process
-// starts no thread of ours again.
+// starts no thread of ours again; 3 = stopped by decay.thread=0: the thread left its loop
+// and its handle waits for the next start (or a retire) to join it.
 std::atomic<int> g_decay_thread{0};
 std::atomic<const void*> g_decay_word{nullptr};  // the futex word the thread waits on
 std::atomic<bool> g_decay_running{false};   // g_decay_handle is a live, joinable thread
@@ -571,6 +572,13 @@ void* decay_thread_main(void*) {
     // Applies a write made before `seen` was read; a later one ends the wait at once, and
     // the next round applies it.
     if (control_poll_process()) whale_apply_knobs();
+    if (!knob(proto::Knob::DecayThread)) {
+      // Switched off: the process is left with its own threads only, and decay goes on
+      // from the allocation paths. A retire racing with this has set 2 and joins us.
+      int running = 1;
+      g_decay_thread.compare_exchange_strong(running, 3, std::memory_order_acq_rel);
+      break;
+    }
     decay_tick(os_now_ns());
     os_futex_wait_shared_ns(word, seen, ms * 1000000ull);
   }
@@ -580,7 +588,8 @@ void* decay_thread_main(void*) {
 }  // namespace
 
 void decay_thread_maybe_start() {
-  if (g_decay_thread.load(std::memory_order_relaxed) != 0) return;
+  int state = g_decay_thread.load(std::memory_order_relaxed);
+  if (state == 1 || state == 2 || !knob(proto::Knob::DecayThread)) return;
   // Only once there is something worth returning: most short programs never get here, and
   // none does during its own start-up.
   const proto::Segment& seg = control_segment();
@@ -589,13 +598,17 @@ void decay_thread_maybe_start() {
     cached += seg.global.tier[static_cast<size_t>(t)][static_cast<size_t>(GlobalCounter::CachedBytes)].load(
         std::memory_order_relaxed);
   if (static_cast<int64_t>(cached) < (int64_t{8} << 20)) return;
-  int expected = 0;
-  if (!g_decay_thread.compare_exchange_strong(expected, 1, std::memory_order_relaxed)) return;
-  // Held across pthread_create, whose allocations come back to us: none of our paths takes
-  // this lock once the state is no longer 0.
+  if (!g_decay_thread.compare_exchange_strong(state, 1, std::memory_order_acq_rel)) return;
+  // Held across pthread_join and pthread_create, whose frees and allocations come back to
+  // us: none of our paths takes this lock once the state is 1.
   LockGuard g(g_decay_lock);
   if (g_decay_thread.load(std::memory_order_relaxed) != 1) return;  // retired meanwhile
   int saved = errno;
+  if (g_decay_running.load(std::memory_order_relaxed)) {
+    // A thread stopped by the knob: it has left its loop, so the join is short.
+    pthread_join(g_decay_handle, nullptr);
+    g_decay_running.store(false, std::memory_order_relaxed);
+  }
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 64 * 1024);
@@ -615,8 +628,9 @@ void decay_thread_maybe_start() {
 bool decay_thread_retire() {
   LockGuard g(g_decay_lock);
   const int prev = g_decay_thread.exchange(2, std::memory_order_acq_rel);
-  if (prev != 1 || !g_decay_running.load(std::memory_order_relaxed)) return false;
-  // The thread may be between its state check and its wait: wake it until it is gone.
+  if ((prev != 1 && prev != 3) || !g_decay_running.load(std::memory_order_relaxed)) return false;
+  // The thread may be between its state check and its wait: wake it until it is gone
+  // (stopped by the knob, it is already leaving).
   int saved = errno;
   for (;;) {
     if (const void* w = g_decay_word.load(std::memory_order_acquire)) os_futex_wake_shared(w, 1 << 30);
@@ -639,7 +653,8 @@ void decay_thread_atfork_child() {
   // the lock as it was; a retired process stays retired.
   g_decay_lock.reset();
   g_decay_running.store(false, std::memory_order_relaxed);
-  if (g_decay_thread.load(std::memory_order_relaxed) == 1) g_decay_thread.store(0, std::memory_order_relaxed);
+  const int state = g_decay_thread.load(std::memory_order_relaxed);
+  if (state == 1 || state == 3) g_decay_thread.store(0, std::memory_order_relaxed);
 }
 
 void arena_lock_all() {

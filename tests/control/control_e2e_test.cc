@@ -427,6 +427,22 @@ TEST_F(ControlE2E, AWriterThatWakesTheKnobWordIsAppliedAtOnce) {
   EXPECT_EQ(r.num("knob.whale.cache_bytes"), 7654322);
 }
 
+TEST_F(ControlE2E, KnobDecayThreadStopsTheBackgroundThreadAndStartsItAgain) {
+  // The freed 16 MiB start the decay thread (2 threads). decay.thread=0, written and woken
+  // as hakmemd does, is applied by that thread, which then leaves: one thread again, with
+  // no allocation in between. Back at 1, the next periodic check starts it again.
+  ProbeRun r = run({"hold 262144 64", "release", "tasks 2", "quietwrite decay.thread 0 wake", "tasks 1",
+                    "write decay.thread 1", "hold 262144 64", "release", "tasks 2", "knobs"});
+  ASSERT_RAN(r);
+  EXPECT_GE(r.num("s3.tasks_ms"), 0) << "the decay thread did not start";
+  EXPECT_GE(r.num("quiet_applied_ms"), 0);
+  EXPECT_LE(r.num("quiet_applied_ms"), 300);
+  EXPECT_GE(r.num("s5.tasks_ms"), 0) << "still " << r.num("s5.tasks") << " threads with decay.thread=0";
+  EXPECT_LE(r.num("s5.tasks_ms"), 1000);
+  EXPECT_GE(r.num("s9.tasks_ms"), 0) << "the thread did not come back with decay.thread=1";
+  EXPECT_EQ(r.num("knob.decay.thread"), 1);
+}
+
 // ---- every knob changes the allocator's behaviour: one test each ----
 // Counts, not times: misses, OS calls, cache hits and page faults of the touch phase.
 
@@ -541,6 +557,28 @@ TEST_F(ControlE2E, KnobWhaleDecayMsZeroUnmapsAtOnce) {
   EXPECT_EQ(keep.num("s1.whale.cache_hits"), 9);
   EXPECT_EQ(now.num("s1.whale.os_unmaps"), 10);
   EXPECT_EQ(now.num("s1.whale.cache_hits"), 0);
+}
+
+TEST_F(ControlE2E, KnobDecayThreadZeroKeepsOneThreadAndAllocationsStillDecay) {
+  // 16 MiB of bundle blocks freed start the decay thread of a default process, which then
+  // returns the memory while the program sleeps past the decay time. With decay.thread=0
+  // the process keeps its one thread, the memory stays cached through the sleep, and the
+  // program's next allocations return it.
+  auto steps = [](int threads) {
+    return std::vector<std::string>{"hold 262144 64", "release", "tasks " + std::to_string(threads), "sleep 400",
+                                    "churn 64 20000"};
+  };
+  ProbeRun on = run(steps(2), {"HAKMEM_BUNDLE_DECAY_MS=100"});
+  ProbeRun off = run(steps(1), {"HAKMEM_BUNDLE_DECAY_MS=100", "HAKMEM_DECAY_THREAD=0"});
+  ASSERT_RAN(on);
+  ASSERT_RAN(off);
+  EXPECT_EQ(on.num("s3.tasks"), 2);
+  EXPECT_EQ(off.num("s3.tasks"), 1);
+  EXPECT_LT(on.num("s4.bundle.cached_bytes"), -(8ll << 20));
+  EXPECT_EQ(off.num("s4.bundle.cached_bytes"), 0);
+  EXPECT_EQ(off.num("s4.bundle.madvises") + off.num("s4.bundle.os_unmaps"), 0);
+  EXPECT_LT(off.num("s5.bundle.cached_bytes"), -(8ll << 20));
+  EXPECT_GT(off.num("s5.bundle.madvises") + off.num("s5.bundle.os_unmaps"), 0);
 }
 
 TEST_F(ControlE2E, KnobStatsEnableStopsAndRestartsPublishing) {

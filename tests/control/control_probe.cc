@@ -24,6 +24,10 @@
 //                               reporting as "child.*"; the parent reports its own deltas
 //   forkexec                    fork, and exec /bin/true without the preload in the child
 //   threads N                   N threads alive at once, each allocating; slot figures
+//   sleep MS                    sleeps, allocating nothing (what hakmem's own thread did)
+//   tasks N                     no allocation: waits up to 3 s for the process to have N
+//                               threads (/proc/self/status); "s<step>.tasks" (the count at
+//                               the end) and "s<step>.tasks_ms" (when it matched, or -1)
 //   storm N                     4 threads allocate in every tier while the main thread
 //                               writes N knob values (some garbage) daemon-style; then
 //                               each thread must apply the last generation
@@ -140,6 +144,17 @@ void daemon_write(size_t index, uint64_t value) {
   seg().knobs.value[index].store(value, std::memory_order_relaxed);
   uint64_t gen = seg().knobs.generation.fetch_add(1, std::memory_order_release) + 1;
   printf("applied %d\n", wait_applied(gen) ? 1 : 0);
+}
+
+int task_count() {
+  FILE* f = fopen("/proc/self/status", "r");
+  if (!f) die("/proc/self/status");
+  char line[256];
+  int n = -1;
+  while (fgets(line, sizeof line, f))
+    if (!strncmp(line, "Threads:", 8)) n = atoi(line + 8);
+  fclose(f);
+  return n;
 }
 
 void print_header() {
@@ -298,6 +313,23 @@ int main(int argc, char** argv) {
       printf("quiet_applied_ms %ld\n", ms);
       continue;
     }
+    if (!strcmp(cmd, "tasks")) {
+      const int want = atoi(a);
+      timespec t0, t1;
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      long ms = -1;
+      int n = task_count();
+      for (int i = 0; i < 300; i++, n = task_count()) {
+        if (n == want) {
+          clock_gettime(CLOCK_MONOTONIC, &t1);
+          ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+          break;
+        }
+        usleep(10000);
+      }
+      printf("s%d.tasks %d\ns%d.tasks_ms %ld\n", step, n, step, ms);
+      continue;
+    }
     if (!strcmp(cmd, "garbage")) {
       for (auto& v : seg().knobs.value) v.store(0xdeadbeefdeadbeefull, std::memory_order_relaxed);
       uint64_t gen = seg().knobs.generation.fetch_add(1, std::memory_order_release) + 1;
@@ -454,6 +486,8 @@ int main(int argc, char** argv) {
         tf += minflt() - f0;
         free(p);
       }
+    } else if (!strcmp(cmd, "sleep")) {
+      usleep(static_cast<useconds_t>(size) * 1000);
     } else {
       die("unknown step");
     }
