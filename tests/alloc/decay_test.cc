@@ -2,7 +2,8 @@
 // process keeps running (its slow paths drive the decay) and while it sits idle (hakmem's
 // decay thread does). Sets bundle.decay_ms and whale.decay_ms to 100 ms through the live
 // knob API first (found with dlsym, so the same test runs linked and preloaded), which also
-// shows that live knob changes take effect.
+// shows that live knob changes take effect. Last, decay.thread stops and restarts that thread
+// while other threads free.
 #include <dlfcn.h>
 #include <malloc.h>
 #include <stdint.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
@@ -80,6 +82,60 @@ TEST(AllocDecay, RssFallsBackWhileTheProgramIsIdle) {
   }
   EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, full " << full << " KiB, after " << after
                                      << " KiB";
+}
+
+int threads_now() {
+  FILE* f = fopen("/proc/self/status", "r");
+  char line[256];
+  int n = -1;
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, "Threads:", 8)) n = atoi(line + 8);
+  if (f) fclose(f);
+  return n;
+}
+
+// Waits up to 3 s, allocating nothing, for the process to have n threads.
+bool threads_become(int n) {
+  for (int i = 0; i < 300 && threads_now() != n; i++) usleep(10000);
+  return threads_now() == n;
+}
+
+// decay.thread switched on and off 200 times while two threads free bundle and whale
+// blocks: every free may start the decay thread, every switch-off stops it, and a start
+// joins a stopped one. Nothing hangs or crashes; afterwards off means no thread of ours,
+// and on (with memory cached again) means exactly one.
+TEST(AllocDecay, TheDecayThreadKnobTogglesUnderConcurrentFrees) {
+  std::atomic<bool> stop{false};
+  auto churn = [&stop] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      void* p[40];
+      for (auto& q : p) q = hakmem_test::kept(malloc(256 * 1024));
+      for (void* q : p) free(q);
+      free(hakmem_test::kept(malloc(4 << 20)));
+    }
+  };
+  std::thread a(churn), b(churn);
+  for (int i = 0; i < 200; i++) {
+    set_knob("decay.thread", i % 2);
+    usleep(1000);
+  }
+  stop = true;
+  a.join();
+  b.join();
+  // The test is single-threaded again: one thread, plus the decay thread when it runs. It
+  // sees a write within its period (250 ms at the default decay times).
+  set_knob("decay.thread", 0);
+  EXPECT_TRUE(threads_become(1)) << "threads " << threads_now() << " with decay.thread=0";
+  set_knob("decay.thread", 1);
+  {  // 10 MiB cached again: the next periodic check starts the thread
+    void* p[40];
+    for (auto& q : p) q = hakmem_test::kept(malloc(256 * 1024));
+    for (void* q : p) free(q);
+  }
+  EXPECT_TRUE(threads_become(2)) << "threads " << threads_now() << " with decay.thread=1";
+  set_knob("decay.thread", 0);
+  EXPECT_TRUE(threads_become(1)) << "threads " << threads_now() << " with decay.thread=0";
+  set_knob("decay.thread", 1);
 }
 
 }  // namespace
