@@ -50,7 +50,9 @@ size_t page_cached(const PageDesc* pg) {
 // half's last purge (a unit never handed out was never touched: mapped, not resident).
 size_t half_cached(const BundleChunk* ch, int h) { return size_t{ch->half_cached[h]} * kUnitSize; }
 
-void* chunk_map(Tier tier, MapKind kind, bool huge) {
+// A new chunk, THP-hinted when thp.enable asks for it (before any page is touched).
+void* chunk_map(Tier tier, MapKind kind) {
+  const bool huge = knob(proto::Knob::ThpEnable) != 0;
   int err = 0;
   void* p = os_map(kChunkSize, kChunkSize, false, &err);
   if (!p) {
@@ -99,7 +101,7 @@ SmallChunk* small_chunk_new(uint32_t shard) {
   // Always a fresh mapping, never a chunk of a cached whale (see bundle_chunk_new): a
   // program that needs a few more pages would hold all 4 MiB resident (bigblock: +3.8 MiB
   // peak RSS).
-  void* p = chunk_map(kSmallTier, kMapSmall, false);
+  void* p = chunk_map(kSmallTier, kMapSmall);
   if (!p) return nullptr;
   SmallChunk* ch = static_cast<SmallChunk*>(p);
   // Fresh anonymous memory is zero: only non-zero fields need writing.
@@ -134,9 +136,10 @@ uint32_t bundle_index_of(const Arena& a, const BundleChunk* ch) {
 BundleChunk* bundle_chunk_new(uint32_t shard) {
   Arena& a = g_arena[shard];
   if (a.nbundle == kBundleIndex) return nullptr;
-  // Chunks are huge-page aligned but not THP-hinted: measured, MADV_HUGEPAGE made the first
-  // touch of fresh memory stall in compaction (defrag=madvise) and bloated RSS for sparse
-  // use, while reuse from the caches already avoids the faults it would save.
+  // Chunks are huge-page aligned but not THP-hinted unless thp.enable=1 (chunk_map):
+  // measured, MADV_HUGEPAGE made the first touch of fresh memory stall in compaction
+  // (defrag=madvise) and bloated RSS for sparse use, while reuse from the caches already
+  // avoids the faults it would save.
   // Cross-tier reuse first: the first chunk of a cached whale mapping is resident already,
   // so runs carved from it do not fault again (mixed: 44.1 k -> 41.1 k faults, peak RSS
   // 177 -> 165 MiB). It is not zero: its header is cleared here.
@@ -147,7 +150,7 @@ BundleChunk* bundle_chunk_new(uint32_t shard) {
     memset(p, 0, sizeof(BundleChunk));
     control_add(Tier::Bundle, GlobalCounter::MappedBytes, static_cast<int64_t>(kChunkSize));
     g_pagemap.set(reinterpret_cast<uintptr_t>(p), kMapBundle);
-  } else if ((p = chunk_map(Tier::Bundle, kMapBundle, false)) == nullptr) {
+  } else if ((p = chunk_map(Tier::Bundle, kMapBundle)) == nullptr) {
     return nullptr;
   }
   BundleChunk* ch = static_cast<BundleChunk*>(p);

@@ -5,8 +5,9 @@
 //
 // Layout: [header page][user data ...]: the user pointer is 4 KiB (or the alignment) past
 // the chunk-aligned mapping start (huge-page aligned: a 2 MiB block spans the mapping's first
-// huge page) and its header, at the end of the header page, is found from the pointer alone. No MADV_HUGEPAGE: measured, it
-// made first touches stall in compaction and kept sparse blocks 2 MiB-resident.
+// huge page) and its header, at the end of the header page, is found from the pointer alone. No
+// MADV_HUGEPAGE unless thp.enable=1: measured, it made first touches stall in compaction
+// and kept sparse blocks 2 MiB-resident.
 #include <errno.h>
 #include <string.h>
 
@@ -280,18 +281,25 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system, in
   size_t len = lead + usable;
   int err = 0;
   bool prewarm = prewarm_rule >= 0 ? prewarm_rule != 0 : knob(proto::Knob::WhalePrewarm) != 0;
-  char* base = static_cast<char*>(os_map(len, kChunkSize, prewarm, &err));
+  // With thp.enable the hint must come before any page is touched: then populate.
+  const bool thp = knob(proto::Knob::ThpEnable) != 0;
+  char* base = static_cast<char*>(os_map(len, kChunkSize, prewarm && !thp, &err));
   if (!base) {
     // Give back everything cached (whales, free arena memory) and try once more: a process
     // near its memory limit must not fail while we sit on freed memory.
     uint64_t now = os_now_ns();
     whale_decay(now, true);
     arena_decay(now, true);
-    base = static_cast<char*>(os_map(len, kChunkSize, prewarm, &err));
+    base = static_cast<char*>(os_map(len, kChunkSize, prewarm && !thp, &err));
   }
   if (!base) {
     errno = ENOMEM;
     return nullptr;
+  }
+  if (thp) {
+    os_hugepage(base, len);
+    control_add(Tier::Whale, GlobalCounter::Madvises, 1);
+    if (prewarm) os_populate(base, len);
   }
   char* user = base + lead;
   WhaleHeader* w = header_of(user);

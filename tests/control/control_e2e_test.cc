@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -579,6 +581,31 @@ TEST_F(ControlE2E, KnobDecayThreadZeroKeepsOneThreadAndAllocationsStillDecay) {
   EXPECT_EQ(off.num("s4.bundle.madvises") + off.num("s4.bundle.os_unmaps"), 0);
   EXPECT_LT(off.num("s5.bundle.cached_bytes"), -(8ll << 20));
   EXPECT_GT(off.num("s5.bundle.madvises") + off.num("s5.bundle.os_unmaps"), 0);
+}
+
+TEST_F(ControlE2E, KnobThpEnableAsksForHugePagesOnNewMappings) {
+  // A whale, bundle runs and tiny blocks, each in memory mapped after start. By default
+  // none of their mappings carries MADV_HUGEPAGE; with thp.enable=1 all of them do, and the
+  // whale's and the bundle chunk's hint are counted as madvise calls.
+  const std::vector<std::string> steps = {"hold 8388608 1", "hold 300000 8", "hold 48 1000", "thp"};
+  ProbeRun off = run(steps);
+  ProbeRun on = run(steps, {"HAKMEM_THP=1"});
+  ASSERT_RAN(off);
+  ASSERT_RAN(on);
+  EXPECT_EQ(off.num("s4.held"), 1009);
+  EXPECT_EQ(off.num("s4.thp_held"), 0);
+  EXPECT_EQ(off.num("s1.whale.madvises"), 0);
+  EXPECT_EQ(off.num("s2.bundle.madvises"), 0);
+  EXPECT_EQ(on.num("s4.thp_held"), 1009);
+  EXPECT_EQ(on.num("s1.whale.madvises"), 1);
+  EXPECT_EQ(on.num("s2.bundle.madvises"), 1);
+  // Whether the kernel backs a hinted range with huge pages is its policy: never with
+  // transparent_hugepage/enabled = [never], else at the first touch (with compaction when
+  // defrag allows). The 8 MiB whale is touched on every page.
+  std::ifstream sys("/sys/kernel/mm/transparent_hugepage/enabled");
+  std::string mode((std::istreambuf_iterator<char>(sys)), std::istreambuf_iterator<char>());
+  if (mode.find("[never]") != std::string::npos) EXPECT_EQ(on.num("s4.anon_huge_kib"), 0);
+  else EXPECT_GE(on.num("s4.anon_huge_kib"), 2048) << "transparent_hugepage/enabled: " << mode;
 }
 
 TEST_F(ControlE2E, KnobStatsEnableStopsAndRestartsPublishing) {

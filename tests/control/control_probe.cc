@@ -25,6 +25,9 @@
 //   forkexec                    fork, and exec /bin/true without the preload in the child
 //   threads N                   N threads alive at once, each allocating; slot figures
 //   sleep MS                    sleeps, allocating nothing (what hakmem's own thread did)
+//   thp                         of the blocks held, how many lie in a mapping with the
+//                               MADV_HUGEPAGE flag ("hg" in /proc/self/smaps): s<step>.thp_held,
+//                               s<step>.held; s<step>.anon_huge_kib: their mappings' AnonHugePages
 //   tasks N                     no allocation: waits up to 3 s for the process to have N
 //                               threads (/proc/self/status); "s<step>.tasks" (the count at
 //                               the end) and "s<step>.tasks_ms" (when it matched, or -1)
@@ -155,6 +158,54 @@ int task_count() {
     if (!strncmp(line, "Threads:", 8)) n = atoi(line + 8);
   fclose(f);
   return n;
+}
+
+// The mappings of /proc/self/smaps: range, MADV_HUGEPAGE flag, AnonHugePages.
+struct Vma {
+  uintptr_t lo, hi;
+  bool hg;
+  long anon_huge_kib;
+};
+
+size_t read_vmas(Vma* out, size_t max) {
+  FILE* f = fopen("/proc/self/smaps", "r");
+  if (!f) die("/proc/self/smaps");
+  char line[512];
+  size_t n = 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    long kib;
+    if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+      if (n == max) break;
+      out[n++] = {lo, hi, false, 0};
+    } else if (n && sscanf(line, "AnonHugePages: %ld kB", &kib) == 1) {
+      out[n - 1].anon_huge_kib = kib;
+    } else if (n && !strncmp(line, "VmFlags:", 8)) {
+      out[n - 1].hg = strstr(line, " hg") != nullptr;
+    }
+  }
+  fclose(f);
+  return n;
+}
+
+void print_thp(int step) {
+  static Vma vmas[8192];
+  const size_t n = read_vmas(vmas, 8192);
+  static bool counted[8192];
+  memset(counted, 0, sizeof counted);
+  size_t thp = 0;
+  long huge_kib = 0;
+  for (size_t i = 0; i < g_held_n; i++) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(g_held[i]);
+    for (size_t v = 0; v < n; v++) {
+      if (a < vmas[v].lo || a >= vmas[v].hi) continue;
+      thp += vmas[v].hg;
+      if (!counted[v]) huge_kib += vmas[v].anon_huge_kib;
+      counted[v] = true;
+      break;
+    }
+  }
+  printf("s%d.thp_held %zu\ns%d.held %zu\ns%d.anon_huge_kib %ld\n", step, thp, step, g_held_n, step, huge_kib);
 }
 
 void print_header() {
@@ -313,6 +364,7 @@ int main(int argc, char** argv) {
       printf("quiet_applied_ms %ld\n", ms);
       continue;
     }
+    if (!strcmp(cmd, "thp")) { print_thp(step); continue; }
     if (!strcmp(cmd, "tasks")) {
       const int want = atoi(a);
       timespec t0, t1;
