@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "alloc_test_util.h"
+#include "harness.h"
 
 namespace {
 
@@ -84,20 +85,10 @@ TEST(AllocDecay, RssFallsBackWhileTheProgramIsIdle) {
                                      << " KiB";
 }
 
-int threads_now() {
-  FILE* f = fopen("/proc/self/status", "r");
-  char line[256];
-  int n = -1;
-  while (f && fgets(line, sizeof line, f))
-    if (!strncmp(line, "Threads:", 8)) n = atoi(line + 8);
-  if (f) fclose(f);
-  return n;
-}
-
 // Waits up to 3 s, allocating nothing, for the process to have n threads.
 bool threads_become(int n) {
-  for (int i = 0; i < 300 && threads_now() != n; i++) usleep(10000);
-  return threads_now() == n;
+  for (int i = 0; i < 300 && harness::threads_now() != n; i++) usleep(10000);
+  return harness::threads_now() == n;
 }
 
 // decay.thread switched on and off 200 times while two threads free bundle and whale
@@ -125,16 +116,16 @@ TEST(AllocDecay, TheDecayThreadKnobTogglesUnderConcurrentFrees) {
   // The test is single-threaded again: one thread, plus the decay thread when it runs. It
   // sees a write within its period (250 ms at the default decay times).
   set_knob("decay.thread", 0);
-  EXPECT_TRUE(threads_become(1)) << "threads " << threads_now() << " with decay.thread=0";
+  EXPECT_TRUE(threads_become(1)) << "threads " << harness::threads_now() << " with decay.thread=0";
   set_knob("decay.thread", 1);
   {  // 10 MiB cached again: the next periodic check starts the thread
     void* p[40];
     for (auto& q : p) q = hakmem_test::kept(malloc(256 * 1024));
     for (void* q : p) free(q);
   }
-  EXPECT_TRUE(threads_become(2)) << "threads " << threads_now() << " with decay.thread=1";
+  EXPECT_TRUE(threads_become(2)) << "threads " << harness::threads_now() << " with decay.thread=1";
   set_knob("decay.thread", 0);
-  EXPECT_TRUE(threads_become(1)) << "threads " << threads_now() << " with decay.thread=0";
+  EXPECT_TRUE(threads_become(1)) << "threads " << harness::threads_now() << " with decay.thread=0";
   set_knob("decay.thread", 1);
 }
 

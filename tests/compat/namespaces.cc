@@ -16,18 +16,9 @@
 
 #include <string>
 
-namespace {
+#include "harness.h"
 
-int threads() {
-  FILE* f = fopen("/proc/self/status", "r");
-  if (!f) return -1;
-  char line[256];
-  int n = -1;
-  while (fgets(line, sizeof line, f))
-    if (!strncmp(line, "Threads:", 8)) n = atoi(line + 8);
-  fclose(f);
-  return n;
-}
+namespace {
 
 void burst() {
   void* p[64];
@@ -47,8 +38,8 @@ int main(int argc, char** argv) {
   const bool setns_mode = argc > 1 && !strcmp(argv[1], "setns");
   burst();
   const char* preload = getenv("LD_PRELOAD");
-  if (preload && strstr(preload, "hakmem") && threads() < 2) {
-    fprintf(stderr, "namespaces: the decay thread did not start (threads %d)\n", threads());
+  if (preload && strstr(preload, "hakmem") && harness::threads_now() < 2) {
+    fprintf(stderr, "namespaces: the decay thread did not start (threads %d)\n", harness::threads_now());
     return 3;
   }
   if (setns_mode) {
@@ -62,6 +53,6 @@ int main(int argc, char** argv) {
   }
   // A second burst must not bring the thread back.
   burst();
-  printf("threads after: %d\n", threads());
+  printf("threads after: %d\n", harness::threads_now());
   return 0;
 }

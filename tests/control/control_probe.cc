@@ -54,6 +54,7 @@
 #include <unistd.h>
 
 #include "hakmem/proto/snapshot.h"
+#include "harness.h"
 
 using namespace hakmem::proto;
 
@@ -147,17 +148,6 @@ void daemon_write(size_t index, uint64_t value) {
   seg().knobs.value[index].store(value, std::memory_order_relaxed);
   uint64_t gen = seg().knobs.generation.fetch_add(1, std::memory_order_release) + 1;
   printf("applied %d\n", wait_applied(gen) ? 1 : 0);
-}
-
-int task_count() {
-  FILE* f = fopen("/proc/self/status", "r");
-  if (!f) die("/proc/self/status");
-  char line[256];
-  int n = -1;
-  while (fgets(line, sizeof line, f))
-    if (!strncmp(line, "Threads:", 8)) n = atoi(line + 8);
-  fclose(f);
-  return n;
 }
 
 // The mappings of /proc/self/smaps: range, MADV_HUGEPAGE flag, AnonHugePages.
@@ -370,8 +360,8 @@ int main(int argc, char** argv) {
       timespec t0, t1;
       clock_gettime(CLOCK_MONOTONIC, &t0);
       long ms = -1;
-      int n = task_count();
-      for (int i = 0; i < 300; i++, n = task_count()) {
+      int n = harness::threads_now();
+      for (int i = 0; i < 300; i++, n = harness::threads_now()) {
         if (n == want) {
           clock_gettime(CLOCK_MONOTONIC, &t1);
           ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;

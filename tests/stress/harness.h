@@ -101,6 +101,18 @@ inline size_t rss_bytes() {
   return resident * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 
+// Threads of this process ("Threads:" in /proc/self/status), -1 when unreadable.
+inline int threads_now() {
+  FILE* f = fopen("/proc/self/status", "r");
+  if (!f) return -1;
+  char line[256];
+  int n = -1;
+  while (fgets(line, sizeof line, f))
+    if (!strncmp(line, "Threads:", 8)) n = atoi(line + 8);
+  fclose(f);
+  return n;
+}
+
 // When HAKMEM_EXPECT=1 (set by ctest next to LD_PRELOAD), refuses to run unless this
 // process's malloc really resolves into libhakmem: a preload the loader ignored, or a
 // library that does not interpose malloc, would otherwise pass every test against glibc.
