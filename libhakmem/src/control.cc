@@ -7,6 +7,7 @@
 
 #include "control_internal.h"
 #include "fmt.h"
+#include "lock.h"
 #include "os.h"
 
 namespace hakmem {
@@ -53,7 +54,20 @@ void knobs_derive() {
   g_tiny_gate.end.store(knob(Knob::SiteRules) ? 0 : open, std::memory_order_relaxed);
 }
 
-void reload_knobs(Segment* s, uint64_t generation) {
+// Serialises reload_knobs: two threads applying at once (the decay thread and an
+// allocating thread, or two allocating threads) could otherwise finish in the wrong order,
+// the slower one storing an older generation's values over a newer one's while the
+// segment says the newer one is applied.
+Mutex g_reload_lock;
+
+// Applies the block's newest generation (never older than the one the caller noticed),
+// once: a caller that finds it applied meanwhile returns at once.
+void reload_knobs(Segment* s) {
+  LockGuard g(g_reload_lock);
+  // Read before the values: they are at least as new as this generation (writers store
+  // the values, then bump it with release).
+  const uint64_t generation = s->knobs.generation.load(std::memory_order_acquire);
+  if (generation == g_applied_generation.load(std::memory_order_relaxed)) return;
   for (size_t i = 0; i < proto::kKnobCount; i++) {
     const proto::KnobInfo& k = proto::kKnobs[i];
     // Restart-only knobs were consumed at start; a value appearing in the block later
@@ -171,7 +185,7 @@ void control_thread_attach(ThreadCtl* ctl) {
   }
   ctl->slot_index = idx;
   const uint64_t gen = s->knobs.generation.load(std::memory_order_acquire);
-  if (gen != g_applied_generation.load(std::memory_order_acquire)) reload_knobs(s, gen);
+  if (gen != g_applied_generation.load(std::memory_order_acquire)) reload_knobs(s);
   ctl->seen_generation = gen;
   retarget(ctl);
 }
@@ -193,7 +207,7 @@ bool control_poll(ThreadCtl* ctl) {
   Segment* s = control_segment_ptr();
   const uint64_t gen = s->knobs.generation.load(std::memory_order_acquire);
   if (__builtin_expect(gen == ctl->seen_generation, 1)) return false;
-  reload_knobs(s, gen);
+  reload_knobs(s);
   ctl->seen_generation = gen;
   retarget(ctl);
   return true;
@@ -206,7 +220,7 @@ bool control_poll_process() {
   Segment* s = control_segment_ptr();
   const uint64_t gen = s->knobs.generation.load(std::memory_order_acquire);
   if (gen == g_applied_generation.load(std::memory_order_acquire)) return false;
-  reload_knobs(s, gen);
+  reload_knobs(s);
   return true;
 }
 
@@ -224,6 +238,7 @@ void control_report_double_free(const char* what, const void* p) {
 }
 
 void control_atfork_child(ThreadCtl* surviving_thread) {
+  g_reload_lock.reset();
   control_segment_reopen_in_child();
   g_applied_generation.store(control_segment_ptr()->knobs.generation.load(std::memory_order_acquire),
                              std::memory_order_release);

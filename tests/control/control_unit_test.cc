@@ -15,6 +15,7 @@
 #include <atomic>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "control.h"
 #include "control_internal.h"
@@ -432,34 +433,44 @@ TEST_F(ControlShm, ProcessPollAppliesAWriteAndThreadsStillRefreshTheirOwnState) 
   EXPECT_FALSE(control_poll(&t));
 
   // The decay thread and allocating threads poll concurrently: every write is applied,
-  // and the published generation only moves forward (run under TSan in CI).
+  // the published generation only moves forward, and once it says the last write is
+  // applied, the process holds that write's value: a slower reload of an older generation
+  // must not land on top of a newer one (run under TSan in CI, where that once happened).
   std::atomic<bool> stop{false};
-  std::thread poller([&] {
-    while (!stop.load()) control_poll_process();
-  });
-  std::thread worker([&] {
-    ThreadCtl w{};
-    control_thread_attach(&w);
-    while (!stop.load()) control_poll(&w);
-    control_thread_detach(&w);
-  });
+  std::vector<std::thread> pollers;
+  for (int p = 0; p < 2; p++)
+    pollers.emplace_back([&] {
+      while (!stop.load()) control_poll_process();
+    });
+  for (int p = 0; p < 2; p++)
+    pollers.emplace_back([&] {
+      ThreadCtl w{};
+      control_thread_attach(&w);
+      while (!stop.load()) control_poll(&w);
+      control_thread_detach(&w);
+    });
   uint64_t last_seen = 0;
   bool backwards = false;
-  for (uint64_t i = 0; i < 2000; i++) {
-    s->knobs.value[size_t(Knob::TinyCap)].store(i % 1000);
-    s->knobs.generation.fetch_add(1);
-    const uint64_t a = s->knobs.applied_generation.load();
-    backwards |= a < last_seen;
-    last_seen = a;
+  int stale = 0;
+  for (uint64_t round = 0; round < 200; round++) {
+    for (uint64_t i = 0; i < 50; i++) {
+      s->knobs.value[size_t(Knob::TinyCap)].store((round * 50 + i) % 1000);
+      s->knobs.generation.fetch_add(1);
+      const uint64_t a = s->knobs.applied_generation.load();
+      backwards |= a < last_seen;
+      last_seen = a;
+    }
+    const uint64_t gen = s->knobs.generation.load();
+    for (int i = 0; i < 100000 && s->knobs.applied_generation.load() < gen; i++) std::this_thread::yield();
+    stale += knob(Knob::TinyCap) != (round * 50 + 49) % 1000;
   }
   const uint64_t gen = s->knobs.generation.load();
-  for (int i = 0; i < 100000 && s->knobs.applied_generation.load() < gen; i++) std::this_thread::yield();
   stop = true;
-  poller.join();
-  worker.join();
+  for (auto& p : pollers) p.join();
   EXPECT_FALSE(backwards);
+  EXPECT_EQ(stale, 0) << "rounds that ended with an older write's value in force";
   EXPECT_EQ(s->knobs.applied_generation.load(), gen);
-  EXPECT_EQ(knob(Knob::TinyCap), 1999u % 1000);
+  EXPECT_EQ(knob(Knob::TinyCap), (199u * 50 + 49) % 1000);
   control_thread_detach(&t);
 }
 
