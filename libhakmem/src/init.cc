@@ -206,8 +206,8 @@ namespace {
 int single_threaded_syscall(long nr, long a, long b, bool needs_one_thread) {
   const bool retired = needs_one_thread && hakmem::decay_thread_retire();
   for (int i = 0;; i++) {
-    const long r = syscall(nr, a, b);
-    if (r == 0 || errno != EINVAL || !retired || i == 100) return static_cast<int>(r);
+    const int r = hakmem::os_syscall2(nr, a, b);
+    if (r == 0 || errno != EINVAL || !retired || i == 100) return r;
     hakmem::os_sleep_ns(1000000);
   }
 }

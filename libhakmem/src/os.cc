@@ -285,6 +285,8 @@ void os_futex_wake(const void* addr, int n) {
 
 void os_yield() { sched_yield(); }
 
+int os_syscall2(long nr, long a, long b) { return static_cast<int>(syscall(nr, a, b)); }
+
 void os_sleep_ns(uint64_t ns) {
   int saved = errno;
   timespec ts{static_cast<time_t>(ns / 1000000000ull), static_cast<long>(ns % 1000000000ull)};

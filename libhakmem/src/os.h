@@ -86,5 +86,8 @@ void os_yield();
 uint64_t os_random_seed();
 // Sleeps for ns nanoseconds (CLOCK_MONOTONIC; an interrupted sleep returns early).
 void os_sleep_ns(uint64_t ns);
+// A two-argument system call as libc's wrappers make it: 0 or -1 with errno (for the
+// exported unshare and setns, init.cc).
+int os_syscall2(long nr, long a, long b);
 
 }  // namespace hakmem
