@@ -61,13 +61,13 @@ void knobs_derive() {
 Mutex g_reload_lock;
 
 // Applies the block's newest generation (never older than the one the caller noticed),
-// once: a caller that finds it applied meanwhile returns at once.
-void reload_knobs(Segment* s) {
+// once: a caller that finds it applied meanwhile returns false at once.
+bool reload_knobs(Segment* s) {
   LockGuard g(g_reload_lock);
   // Read before the values: they are at least as new as this generation (writers store
   // the values, then bump it with release).
   const uint64_t generation = s->knobs.generation.load(std::memory_order_acquire);
-  if (generation == g_applied_generation.load(std::memory_order_relaxed)) return;
+  if (generation == g_applied_generation.load(std::memory_order_relaxed)) return false;
   for (size_t i = 0; i < proto::kKnobCount; i++) {
     const proto::KnobInfo& k = proto::kKnobs[i];
     // Restart-only knobs were consumed at start; a value appearing in the block later
@@ -84,6 +84,7 @@ void reload_knobs(Segment* s) {
          !s->knobs.applied_generation.compare_exchange_weak(cur, generation, std::memory_order_relaxed)) {
   }
   s->knobs.applied_unix_ns.store(os_realtime_ns(), std::memory_order_relaxed);
+  return true;
 }
 
 ThreadSlot* own_slot(const ThreadCtl* ctl) {
@@ -220,8 +221,7 @@ bool control_poll_process() {
   Segment* s = control_segment_ptr();
   const uint64_t gen = s->knobs.generation.load(std::memory_order_acquire);
   if (gen == g_applied_generation.load(std::memory_order_acquire)) return false;
-  reload_knobs(s);
-  return true;
+  return reload_knobs(s);
 }
 
 void control_add(proto::Tier tier, proto::GlobalCounter c, int64_t delta) {

@@ -150,6 +150,21 @@ void daemon_write(size_t index, uint64_t value) {
   printf("applied %d\n", wait_applied(gen) ? 1 : 0);
 }
 
+// Waits up to 3 s, allocating nothing, until done() holds; the milliseconds it took, or -1.
+template <typename F>
+long wait_ms(F done) {
+  timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (int i = 0; i < 300; i++) {
+    if (done()) {
+      clock_gettime(CLOCK_MONOTONIC, &t1);
+      return (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    }
+    usleep(10000);
+  }
+  return -1;
+}
+
 // The mappings of /proc/self/smaps: range, MADV_HUGEPAGE flag, AnonHugePages.
 struct Vma {
   uintptr_t lo, hi;
@@ -340,35 +355,15 @@ int main(int argc, char** argv) {
       seg().knobs.value[static_cast<size_t>(k.id)].store(strtoull(b, nullptr, 0), std::memory_order_relaxed);
       const uint64_t gen = seg().knobs.generation.fetch_add(1, std::memory_order_release) + 1;
       if (!strcmp(c, "wake")) syscall(SYS_futex, knob_wake_word(seg().knobs), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
-      timespec t0, t1;
-      clock_gettime(CLOCK_MONOTONIC, &t0);
-      long ms = -1;
-      for (int i = 0; i < 300; i++) {
-        if (seg().knobs.applied_generation.load(std::memory_order_acquire) >= gen) {
-          clock_gettime(CLOCK_MONOTONIC, &t1);
-          ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-          break;
-        }
-        usleep(10000);
-      }
+      const long ms = wait_ms([gen] { return seg().knobs.applied_generation.load(std::memory_order_acquire) >= gen; });
       printf("quiet_applied_ms %ld\n", ms);
       continue;
     }
     if (!strcmp(cmd, "thp")) { print_thp(step); continue; }
     if (!strcmp(cmd, "tasks")) {
       const int want = atoi(a);
-      timespec t0, t1;
-      clock_gettime(CLOCK_MONOTONIC, &t0);
-      long ms = -1;
-      int n = harness::threads_now();
-      for (int i = 0; i < 300; i++, n = harness::threads_now()) {
-        if (n == want) {
-          clock_gettime(CLOCK_MONOTONIC, &t1);
-          ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-          break;
-        }
-        usleep(10000);
-      }
+      int n = 0;
+      const long ms = wait_ms([want, &n] { return (n = harness::threads_now()) == want; });
       printf("s%d.tasks %d\ns%d.tasks_ms %ld\n", step, n, step, ms);
       continue;
     }
