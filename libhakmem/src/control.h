@@ -20,7 +20,7 @@ namespace hakmem {
 // range. Written by control_init (defaults + environment) and control_poll (segment);
 // read with relaxed loads on slow paths, or cached per thread and refreshed when
 // control_poll returns true.
-extern std::atomic<uint64_t> g_knob[proto::kKnobSlots];
+extern std::atomic<uint64_t> g_knob[proto::kKnobSlots] __attribute__((visibility("hidden")));
 inline uint64_t knob(proto::Knob k) {
   return g_knob[static_cast<size_t>(k)].load(std::memory_order_relaxed);
 }
@@ -36,11 +36,11 @@ struct alignas(512) TinyGate {
   uint8_t cold[64];
   std::atomic<size_t> end;
 };
-extern TinyGate g_tiny_gate;
+extern TinyGate g_tiny_gate __attribute__((visibility("hidden")));
 
 // The segment in use; never null (the process-local stand-in until/unless shm works).
 // Inline: the site path reads it on every allocation.
-extern std::atomic<proto::Segment*> g_seg;
+extern std::atomic<proto::Segment*> g_seg __attribute__((visibility("hidden")));
 inline proto::Segment* control_segment_ptr() { return g_seg.load(std::memory_order_acquire); }
 
 // Called once by the allocator's process initialisation, before the first block is handed
@@ -97,6 +97,24 @@ inline void slot_add(std::atomic<uint64_t>& c, uint64_t d) {
   __asm__ volatile("addq %1, %0" : "+m"(c) : "er"(d) : "cc");
 #else
   c.store(c.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+#endif
+}
+
+// slot_add of 1 that also says whether the new value is a multiple of `period` (a power of
+// two below 2^32): the count doubles as the countdown to a periodic check. On x86-64 the add
+// and a test of the count's low half in memory, three instructions with the branch, where
+// the load-add-store-test of the portable form takes five.
+template <uint64_t period>
+inline bool slot_inc_due(std::atomic<uint64_t>& c) {
+  static_assert((period & (period - 1)) == 0 && period < (uint64_t{1} << 32));
+#ifdef HAKMEM_SLOT_ASM
+  bool due;
+  __asm__ volatile("addq $1, %1\n\ttestl %2, %1" : "=@ccz"(due), "+m"(c) : "i"(period - 1));
+  return due;
+#else
+  uint64_t v = c.load(std::memory_order_relaxed) + 1;
+  c.store(v, std::memory_order_relaxed);
+  return (v & (period - 1)) == 0;
 #endif
 }
 

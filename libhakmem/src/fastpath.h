@@ -41,10 +41,7 @@ __attribute__((always_inline)) inline void* malloc_tiny(Heap* h, size_t n) {
     __builtin_prefetch(next);
     // The per-class count doubles as the countdown to the periodic check (control_poll,
     // decay): every kTickOps allocations of a class, without a counter of its own.
-    std::atomic<uint64_t>& cnt = at_x8(h->ctl.slot->tiny_class_allocs, c8);
-    uint64_t v = cnt.load(std::memory_order_relaxed) + 1;
-    cnt.store(v, std::memory_order_relaxed);
-    if (HK_UNLIKELY((v & (kTickOps - 1)) == 0)) return tick_and_return(h, b);
+    if (HK_UNLIKELY(slot_inc_due<kTickOps>(at_x8(h->ctl.slot->tiny_class_allocs, c8)))) return tick_and_return(h, b);
     return b;
   }
   return tiny_slow(h, c8 >> 3);

@@ -28,11 +28,9 @@ namespace {
 // Counts an allocation of a mid tier; every 1024 of them run the periodic check, so a
 // thread looping on pool or bundle sizes also sees knob changes promptly. Returns p.
 __attribute__((always_inline)) inline void* count_alloc(Heap* h, proto::Tier t, size_t bytes, void* p) {
-  std::atomic<uint64_t>& c = h->ctl.slot->tier[static_cast<size_t>(t)][static_cast<size_t>(proto::ThreadCounter::Allocs)];
-  uint64_t v = c.load(std::memory_order_relaxed) + 1;
-  c.store(v, std::memory_order_relaxed);
   thread_count(&h->ctl, t, proto::ThreadCounter::AllocBytes, bytes);
-  if (HK_UNLIKELY((v & 1023) == 0)) return tick_and_return(h, p);
+  std::atomic<uint64_t>& allocs = h->ctl.slot->tier[static_cast<size_t>(t)][static_cast<size_t>(proto::ThreadCounter::Allocs)];
+  if (HK_UNLIKELY(slot_inc_due<1024>(allocs))) return tick_and_return(h, p);
   return p;
 }
 
