@@ -34,7 +34,7 @@ __attribute__((always_inline)) inline void* malloc_tiny(Heap* h, size_t n) {
   if (HK_LIKELY(b != nullptr)) {
     Block* next = b->next;
     m.head = next;
-    m.count--;
+    m.room++;
     b->cookie = 0;
     // The next malloc of this class reads next->next: start fetching its line now, so a
     // run of mallocs does not chase one cache miss after another.
@@ -89,11 +89,15 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
       Block* b = static_cast<Block*>(p);
       const uint32_t c8 = pg->cls_x8;
       Magazine& m = tiny_mag(h, c8);
-      if (HK_LIKELY(b->cookie != block_cookie(b) && m.count < m.cap)) {
+      const uintptr_t cookie = block_cookie(b);
+      const uint32_t room = m.room;
+      if (HK_LIKELY(b->cookie != cookie && room != 0)) {
         b->next = m.head;
-        b->cookie = block_cookie(b);
+        b->cookie = cookie;
         m.head = b;
-        m.count++;
+        // Last, after the head's load: storing it first (one subtract from memory) made the
+        // malloc+free pair 0.4 ns slower, though it is two instructions fewer.
+        m.room = room - 1;
         slot_add(at_x8(h->ctl.slot->tiny_class_frees, c8), 1);
         return;
       }

@@ -147,8 +147,8 @@ void heap_refresh_knobs(Heap* h) {
     for (uint32_t c = 0; c < kTinyClasses; c++) {
       uint32_t nc = tiny_cap_for(h, c);
       // A smaller capacity takes effect at once: the excess goes back to the slabs.
-      if (h->tiny[c].count > nc) tiny_flush(h, c, nc);
-      h->tiny[c].cap = nc;
+      if (h->tiny[c].count() > nc) tiny_flush(h, c, nc);
+      h->tiny[c].set_cap(nc);
     }
   }
 }
@@ -181,7 +181,7 @@ Heap* heap_get_slow() {
   h->live = 1;
   h->ctl.slot = control_discard_slot();
   control_thread_attach(&h->ctl);
-  for (uint32_t c = 0; c < kPoolClasses; c++) h->pool[c].cap = pool_cap(c);
+  for (uint32_t c = 0; c < kPoolClasses; c++) h->pool[c].set_cap(pool_cap(c));
   h->bundle_limit = kBundleCacheBytes;
   h->knob_tiny_cap = UINT32_MAX;  // forces every magazine capacity to be set
   heap_refresh_knobs(h);

@@ -20,25 +20,36 @@ inline uintptr_t block_cookie(const void* b) {
   return g_cookie_secret ^ reinterpret_cast<uintptr_t>(b);
 }
 
-// A LIFO of free blocks with a count and a capacity. Owned by one thread; no atomics.
+// A LIFO of free blocks with a capacity. Owned by one thread; no atomics. It keeps the room
+// left (capacity less count) rather than the count, so the free fast path tests one field
+// against zero instead of comparing two. A refill may push one block past the capacity (a
+// magazine of capacity 0 still hands out the block it was refilled with): room wraps and
+// comes back at the pop, and count() stays right, modulo 2^32 like the fields.
 struct Magazine {
   Block* head = nullptr;
-  uint32_t count = 0;
+  uint32_t room = 0;
   uint32_t cap = 0;
 
-  bool full() const { return count >= cap; }
+  uint32_t count() const { return cap - room; }
+  bool full() const { return room == 0 || room > cap; }
+  // Pre-condition: count() <= c (flush first when lowering).
+  void set_cap(uint32_t c) {
+    room = c - count();
+    cap = c;
+  }
+  void set_count(uint32_t n) { room = cap - n; }
   // Pre-condition: the block is free and not on any list.
   void push(Block* b) {
     b->next = head;
     b->cookie = block_cookie(b);
     head = b;
-    count++;
+    room--;
   }
-  // Pre-condition: count > 0.
+  // Pre-condition: count() > 0.
   Block* pop() {
     Block* b = head;
     head = b->next;
-    count--;
+    room++;
     b->cookie = 0;
     return b;
   }
@@ -46,6 +57,7 @@ struct Magazine {
   // chain with its length in *n; the magazine keeps the `keep` most recent.
   Block* split_after(uint32_t keep, uint32_t* n) {
     *n = 0;
+    const uint32_t count = this->count();
     if (count <= keep) return nullptr;
     Block* chain;
     if (keep == 0) {
@@ -58,7 +70,7 @@ struct Magazine {
       cut->next = nullptr;
     }
     *n = count - keep;
-    count = keep;
+    set_count(keep);
     return chain;
   }
 };

@@ -53,7 +53,7 @@ void* pool_malloc_slow(Heap* h, uint32_t c) {
   Magazine& m = h->pool[c];
   if (!m.head) {
     thread_count(&h->ctl, Tier::Pool, ThreadCounter::Misses, 1);
-    if (m.cap == 0) m.cap = pool_cap(c);
+    if (m.cap == 0) m.set_cap(pool_cap(c));
     uint32_t want = (m.cap + 1) / 2;
     const uint32_t bs = pool_class_size(c);
     PoolShard& s = g_pool[h->shard][c];
@@ -131,7 +131,7 @@ __attribute__((noinline)) void pool_free_local(Heap* h, void* p, PageDesc* pg) {
   Block* b = static_cast<Block*>(p);
   const Magazine& m = h->pool[pg->cls];
   if (HK_LIKELY(page_block_ok(pg, reinterpret_cast<uintptr_t>(p)) && b->cookie != block_cookie(b) &&
-                m.count < m.cap))
+                m.room != 0))
     return cache_push(h, b, pg);
   free_slow(p, kMapSmall);
 }
@@ -160,7 +160,7 @@ void pool_free(Heap* h, void* p, PageDesc* pg) {
   }
   uint32_t c = pg->cls;
   Magazine& m = h->pool[c];
-  if (m.cap == 0) m.cap = pool_cap(c);
+  if (m.cap == 0) m.set_cap(pool_cap(c));
   if (m.full()) pool_flush(h, c, m.cap / 2);
   cache_push(h, b, pg);
 }

@@ -111,13 +111,13 @@ void apply_cap(size_t n, uint32_t cap) {
   if (n <= kTinyMax) {
     uint32_t c = tiny_class_of(n);
     if (h->tiny[c].cap == cap) return;
-    if (h->tiny[c].count > cap) tiny_flush(h, c, cap);
-    h->tiny[c].cap = cap;
+    if (h->tiny[c].count() > cap) tiny_flush(h, c, cap);
+    h->tiny[c].set_cap(cap);
   } else {
     uint32_t c = pool_class_of(n);
     if (h->pool[c].cap == cap) return;
-    if (h->pool[c].count > cap) pool_flush(h, c, cap);
-    h->pool[c].cap = cap;
+    if (h->pool[c].count() > cap) pool_flush(h, c, cap);
+    h->pool[c].set_cap(cap);
   }
 }
 

@@ -127,7 +127,7 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
   if (!m.head) {
     thread_count(&h->ctl, Tier::Tiny, ThreadCounter::Misses, 1);
     // Adaptive capacity: a class that misses again gets a bigger magazine.
-    if (!h->knob_tiny_cap && m.cap < tiny_miss_cap(c)) m.cap = doubled(m.cap, tiny_miss_cap(c));
+    if (!h->knob_tiny_cap && m.cap < tiny_miss_cap(c)) m.set_cap(doubled(m.cap, tiny_miss_cap(c)));
     uint32_t want = h->knob_tiny_prewarm ? m.cap : (m.cap + 1) / 2;
     if (want == 0) want = 1;
     // Blocks already free are taken up to `want`; fresh ones are carved only up to
@@ -147,11 +147,11 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
       // An empty magazine takes a slab's whole free list in one step when it fits: the
       // blocks already carry their free cookies, so nothing is touched per block (this is
       // the common refill after other threads freed a slab's blocks).
-      if (m.count == 0 && pg->free) {
+      if (m.count() == 0 && pg->free) {
         uint32_t len = pg->nblocks - pg->used;  // every carved block not out is on `free`
         if (len <= m.cap) {
           m.head = pg->free;
-          m.count = len;
+          m.set_count(len);
           pg->free = nullptr;
           pg->used += len;
           got += len;
@@ -203,7 +203,7 @@ void tiny_free_slow(Heap* h, void* p, PageDesc* pg) {
   if (m.full()) {
     // A local free that finds the magazine full: grow it (see tiny_miss_cap), or give half
     // back to the slabs. The empty heap's magazines stay at capacity 0.
-    if (!h->knob_tiny_cap && h != &g_empty_heap && m.cap < tiny_max_cap(c)) m.cap = doubled(m.cap, tiny_max_cap(c));
+    if (!h->knob_tiny_cap && h != &g_empty_heap && m.cap < tiny_max_cap(c)) m.set_cap(doubled(m.cap, tiny_max_cap(c)));
     else tiny_flush(h, c, m.cap / 2);
   }
   m.push(b);

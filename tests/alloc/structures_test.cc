@@ -112,14 +112,14 @@ TEST(PageMap, EntriesAndBounds) {
 TEST(Magazine, LifoCountCookieAndSplit) {
   alignas(16) static Block blocks[10];
   Magazine m;
-  m.cap = 8;
+  m.set_cap(8);
   for (int i = 0; i < 8; i++) m.push(&blocks[i]);
   EXPECT_TRUE(m.full());
   EXPECT_EQ(blocks[3].cookie, block_cookie(&blocks[3]));
   uint32_t n = 0;
   Block* chain = m.split_after(3, &n);
   EXPECT_EQ(n, 5u);
-  EXPECT_EQ(m.count, 3u);
+  EXPECT_EQ(m.count(), 3u);
   int len = 0;
   for (Block* b = chain; b; b = b->next) len++;
   EXPECT_EQ(len, 5);
@@ -127,11 +127,36 @@ TEST(Magazine, LifoCountCookieAndSplit) {
   Block* b = m.pop();
   EXPECT_EQ(b, &blocks[7]);
   EXPECT_EQ(b->cookie, 0u);
-  EXPECT_EQ(m.count, 2u);
+  EXPECT_EQ(m.count(), 2u);
   chain = m.split_after(0, &n);
   EXPECT_EQ(n, 2u);
   EXPECT_EQ(m.head, nullptr);
-  EXPECT_EQ(m.count, 0u);
+  EXPECT_EQ(m.count(), 0u);
+}
+
+// The magazine keeps its room (capacity less count): a capacity change keeps the count, and
+// a refill of a capacity-0 magazine (one block pushed past the capacity, popped at once)
+// leaves it as it was.
+TEST(Magazine, RoomFollowsCapacityAndCount) {
+  alignas(16) static Block blocks[4];
+  Magazine m;
+  EXPECT_TRUE(m.full());  // capacity 0, as in the empty heap: every free takes the slow path
+  m.push(&blocks[0]);
+  EXPECT_EQ(m.count(), 1u);
+  EXPECT_TRUE(m.full());
+  EXPECT_EQ(m.pop(), &blocks[0]);
+  EXPECT_EQ(m.count(), 0u);
+  EXPECT_EQ(m.room, 0u);
+  m.set_cap(2);
+  m.push(&blocks[1]);
+  m.push(&blocks[2]);
+  EXPECT_TRUE(m.full());
+  m.set_cap(4);
+  EXPECT_EQ(m.count(), 2u);
+  EXPECT_EQ(m.room, 2u);
+  EXPECT_FALSE(m.full());
+  m.set_count(1);  // as a refill that took a slab's list records it
+  EXPECT_EQ(m.room, 3u);
 }
 
 struct Node {
