@@ -18,32 +18,38 @@
 
 namespace hakmem {
 
-// Slow paths (malloc.cc).
-void* whale_path(size_t n, size_t align, bool zero);
-void* malloc_mid(Heap* h, size_t n);
-void* tiny_slow(Heap* h, uint32_t c);
-void free_slow(void* p, MapKind kind);
-void pool_free_local(Heap* h, void* p, PageDesc* pg);
-void* tick_and_return(Heap* h, void* b);
+// Slow paths (malloc.cc). noexcept, like everything in libhakmem: operator new and delete
+// (new_delete.cc, the one file built with exceptions) can then reach them by a tail jump,
+// without the frame and the saved registers a call that might throw needs there.
+void* whale_path(size_t n, size_t align, bool zero) noexcept;
+void* malloc_mid(Heap* h, size_t n) noexcept;
+void* tiny_slow(Heap* h, uint32_t c) noexcept;
+void free_slow(void* p, MapKind kind) noexcept;
+void pool_free_local(Heap* h, void* p, PageDesc* pg) noexcept;
+void* tick_and_return(Heap* h, void* b) noexcept;
+
+// The tiny fast path's hit: takes the head of m, the magazine of class c8 / 8, which is not
+// empty. Never null.
+__attribute__((always_inline)) inline void* tiny_take(Heap* h, Magazine& m, uint32_t c8) {
+  Block* b = m.head;
+  Block* next = b->next;
+  m.head = next;
+  m.room++;
+  b->cookie = 0;
+  // The next malloc of this class reads next->next: start fetching its line now, so a run
+  // of mallocs does not chase one cache miss after another.
+  __builtin_prefetch(next);
+  // The per-class count doubles as the countdown to the periodic check (control_poll,
+  // decay): every kTickOps allocations of a class, without a counter of its own.
+  if (HK_UNLIKELY(slot_inc_due<kTickOps>(at_x8(h->ctl.slot->tiny_class_allocs, c8)))) return tick_and_return(h, b);
+  return b;
+}
 
 // Pre-condition: n <= kTinyMax.
 __attribute__((always_inline)) inline void* malloc_tiny(Heap* h, size_t n) {
   const uint32_t c8 = tiny_class_x8(n);
   Magazine& m = tiny_mag(h, c8);
-  Block* b = m.head;
-  if (HK_LIKELY(b != nullptr)) {
-    Block* next = b->next;
-    m.head = next;
-    m.room++;
-    b->cookie = 0;
-    // The next malloc of this class reads next->next: start fetching its line now, so a
-    // run of mallocs does not chase one cache miss after another.
-    __builtin_prefetch(next);
-    // The per-class count doubles as the countdown to the periodic check (control_poll,
-    // decay): every kTickOps allocations of a class, without a counter of its own.
-    if (HK_UNLIKELY(slot_inc_due<kTickOps>(at_x8(h->ctl.slot->tiny_class_allocs, c8)))) return tick_and_return(h, b);
-    return b;
-  }
+  if (HK_LIKELY(m.head != nullptr)) return tiny_take(h, m, c8);
   return tiny_slow(h, c8 >> 3);
 }
 

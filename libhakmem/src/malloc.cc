@@ -36,7 +36,7 @@ __attribute__((always_inline)) inline void* count_alloc(Heap* h, proto::Tier t, 
 
 }  // namespace
 
-__attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool zero) {
+__attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool zero) noexcept {
   int saved = errno;
   Heap* h = t_heap;
   if (h == &g_empty_heap) h = heap_get_slow();  // may stay null: re-entrant init
@@ -81,7 +81,7 @@ __attribute__((noinline)) void* malloc_mid_miss(Heap* h, size_t n) {
 // Pool and bundle hits. No stack frame: the misses and the periodic check are tail calls
 // (a frame's pushes could land on the page offsets a program's loop is writing, and a load
 // that aliases a pending store 4 KiB away waits for it).
-__attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
+__attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) noexcept {
   if (n <= kPoolMax) {
     uint32_t c = pool_class_of(n);
     Magazine& m = h->pool[c];
@@ -96,7 +96,7 @@ __attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) {
   return malloc_mid_miss(h, n);
 }
 
-__attribute__((noinline)) void* tiny_slow(Heap* h, uint32_t c) {
+__attribute__((noinline)) void* tiny_slow(Heap* h, uint32_t c) noexcept {
   int saved = errno;
   void* p = tiny_malloc_slow(h, c);
   if (p) {
@@ -108,7 +108,7 @@ __attribute__((noinline)) void* tiny_slow(Heap* h, uint32_t c) {
   return p;
 }
 
-__attribute__((noinline)) void free_slow(void* p, MapKind kind) {
+__attribute__((noinline)) void free_slow(void* p, MapKind kind) noexcept {
   int saved = errno;
   Heap* h = t_heap;
   // A thread that only frees (a consumer of another thread's blocks) gets a heap like one
@@ -134,7 +134,7 @@ __attribute__((noinline)) void free_slow(void* p, MapKind kind) {
   errno = saved;
 }
 
-__attribute__((noinline)) void* tick_and_return(Heap* h, void* b) {
+__attribute__((noinline)) void* tick_and_return(Heap* h, void* b) noexcept {
   heap_tick(h);
   return b;
 }

@@ -46,10 +46,26 @@ __attribute__((noinline)) void* new_retry(size_t n, size_t align) {
   }
 }
 
-// always_inline: __builtin_return_address(0) must name the caller of operator new.
-__attribute__((always_inline)) inline void* op_new(size_t n) {
-  void* p = hakmem::malloc_entry(n);
+// Everything but a tiny magazine hit: malloc_entry's general path for the caller `ra`, then
+// the new_handler loop if that fails.
+__attribute__((noinline)) void* op_new_general(size_t n, void* ra) {
+  void* p;
+  if (hakmem::site_enabled() && hakmem::site_path_needed(n, ra)) p = hakmem::site_malloc(n, ra, false);
+  else p = hakmem::malloc_inline(n);
   return __builtin_expect(p != nullptr, 1) ? p : new_retry(n, 0);
+}
+
+// always_inline: __builtin_return_address(0) must name the caller of operator new. A hit
+// cannot fail, and everything else is one tail jump with n: no register to save for the
+// new_handler retry, so operator new costs what malloc costs.
+__attribute__((always_inline)) inline void* op_new(size_t n) {
+  if (__builtin_expect(n < hakmem::g_tiny_gate.end.load(std::memory_order_relaxed), 1)) {
+    hakmem::Heap* h = hakmem::t_heap;
+    const uint32_t c8 = hakmem::tiny_class_x8(n);
+    hakmem::Magazine& m = hakmem::tiny_mag(h, c8);
+    if (__builtin_expect(m.head != nullptr, 1)) return hakmem::tiny_take(h, m, c8);
+  }
+  return op_new_general(n, __builtin_return_address(0));
 }
 
 __attribute__((always_inline)) inline void* op_new_aligned(size_t n, std::align_val_t al) {

@@ -127,7 +127,7 @@ void cache_push(Heap* h, Block* b, const PageDesc* pg) {
 // counts: none of free_slow's errno save, heap attach or tier dispatch. Everything else (an
 // interior or foreign pointer, a double free, a full magazine, the empty heap, whose pool
 // magazines have no capacity) goes the general way.
-__attribute__((noinline)) void pool_free_local(Heap* h, void* p, PageDesc* pg) {
+__attribute__((noinline)) void pool_free_local(Heap* h, void* p, PageDesc* pg) noexcept {
   Block* b = static_cast<Block*>(p);
   const Magazine& m = h->pool[pg->cls];
   if (HK_LIKELY(page_block_ok(pg, reinterpret_cast<uintptr_t>(p)) && b->cookie != block_cookie(b) &&

@@ -210,7 +210,7 @@ void sample(uint64_t site, size_t n, Tier tier) {
 
 }  // namespace
 
-void* site_malloc(size_t n, void* ra, bool zero) {
+void* site_malloc(size_t n, void* ra, bool zero) noexcept {
   const uint64_t site = reinterpret_cast<uint64_t>(ra);
   proto::Segment* seg = control_segment_ptr();
   site_rules_refresh(seg->rules);

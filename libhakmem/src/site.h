@@ -40,7 +40,7 @@ __attribute__((always_inline)) inline bool site_enabled() {
 }
 
 // Allocates n bytes (zeroed when `zero`) for the call site `ra`, honouring its rules.
-void* site_malloc(size_t n, void* ra, bool zero);
+void* site_malloc(size_t n, void* ra, bool zero) noexcept;
 // Samples an allocation made elsewhere (the aligned entry points: rules do not route them,
 // as a rule's tier may not honour the alignment) into the site table.
 void site_note(size_t n, void* ra);
