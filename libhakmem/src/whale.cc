@@ -241,29 +241,38 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system, in
       }
       if (hit) list_unlink(s, hit);
     }
-    // Nothing large enough: grow the largest smaller one. Its pages are reused as they are
-    // and only the extension faults in, instead of every page of a new mapping.
-    size_t cached_len = hit ? hit->map_len : 0;
-    if (!hit && (hit = take_largest(shard_of(usable))) != nullptr) {
-      cached_len = hit->map_len;
-      WhaleHeader* g = grow(hit, usable);
-      if (!g) {
-        // No address space to grow into: let the mapping go rather than cache it again.
-        g_whale_cached.fetch_sub(cached_len, std::memory_order_relaxed);
-        control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached_len));
-        hit->check = 0;
-        unmap_whale(hit);
+    // The bytes the taken mapping leaves the cache with: its length when it was cached.
+    size_t cached_len = 0;
+    if (!hit) {
+      // Nothing large enough: grow the largest smaller one. Its pages are reused as they
+      // are and only the extension faults in, instead of every page of a new mapping.
+      hit = take_largest(shard_of(usable));
+      // Unless another thread cached a large enough one since the scan: that one is taken
+      // whole. (Grown to the request, it shrank, and the cached figure kept the part cut.)
+      if (hit && hit->usable < usable) {
+        cached_len = hit->map_len;
+        WhaleHeader* g = grow(hit, usable);
+        if (!g) {
+          // No address space to grow into: let the mapping go rather than cache it again.
+          g_whale_cached.fetch_sub(cached_len, std::memory_order_relaxed);
+          control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached_len));
+          hit->check = 0;
+          unmap_whale(hit);
+        }
+        hit = g;
       }
-      hit = g;
     }
     if (hit) {
+      if (cached_len == 0) cached_len = hit->map_len;
       // A mapping more than 9 times too big leaves its surplus chunks in the cache. Below
       // that it is handed out whole: split pieces never join again, so a later big request
       // would have to grow a piece (faulting the rest in again) while the pieces sit cached.
       // Measured against splitting at 2 x: bigblock 26.3 k -> 12.0 k faults and 186 -> 130 MiB
       // peak RSS; mixed 44.6 k -> 42.9 k faults and 180 -> 173 MiB.
-      if (hit->usable - usable > 8 * usable) split_tail(hit, usable);
-      if (hit->map_len < cached_len) cached_len = hit->map_len;
+      if (hit->usable - usable > 8 * usable) {
+        split_tail(hit, usable);
+        cached_len = hit->map_len;  // the tail stays in the cache as a whale of its own
+      }
       g_whale_cached.fetch_sub(cached_len, std::memory_order_relaxed);
       control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached_len));
       control_add(Tier::Whale, GlobalCounter::CacheHits, 1);

@@ -117,6 +117,44 @@ TEST(BundleCached, CountsOnlyUnitsThatWereHandedOut) {
   EXPECT_LE(c3 - c2, 900u * (112u << 10) + (65u << 14));
 }
 
+// Four threads reusing whales of nearby sizes at once (so that some requests grow a cached
+// mapping, and another thread may cache a large enough one meanwhile): the figures still
+// add up. Every whale allocation is a cache hit or a miss; with none left in use, the
+// mapped bytes that came and went are the cached ones, and a trim leaves neither.
+void* whale_churn(void* arg) {
+  const size_t base = *static_cast<size_t*>(arg);
+  for (int i = 0; i < 300; i++) {
+    auto* p = static_cast<char*>(malloc(base + static_cast<size_t>(i % 3) * 4096));
+    if (!p) return p;
+    p[0] = 1;
+    free(p);
+  }
+  return arg;
+}
+
+TEST(WhaleCache, FiguresAddUpWhenThreadsReuseAtOnce) {
+  const hakmem_tier_stats before = stats().tier[HAKMEM_TIER_WHALE];
+  size_t sizes[4] = {2u << 20, 3u << 20, 2u << 20, 5u << 20};
+  pthread_t t[4];
+  for (int i = 0; i < 4; i++) ASSERT_EQ(pthread_create(&t[i], nullptr, whale_churn, &sizes[i]), 0);
+  for (auto& th : t) {
+    void* r = nullptr;
+    ASSERT_EQ(pthread_join(th, &r), 0);
+    ASSERT_NE(r, nullptr) << "a whale malloc failed";
+  }
+  const hakmem_tier_stats after = stats().tier[HAKMEM_TIER_WHALE];
+  EXPECT_EQ(after.allocs - before.allocs, 1200u);
+  EXPECT_EQ((after.cache_hits - before.cache_hits) + (after.cache_misses - before.cache_misses), 1200u);
+  EXPECT_GT(after.cache_hits - before.cache_hits, 1000u);
+  EXPECT_EQ(after.live_bytes, before.live_bytes);
+  EXPECT_EQ(static_cast<int64_t>(after.mapped_bytes - before.mapped_bytes),
+            static_cast<int64_t>(after.cached_bytes - before.cached_bytes));
+  malloc_trim(0);
+  const hakmem_tier_stats trimmed = stats().tier[HAKMEM_TIER_WHALE];
+  EXPECT_EQ(trimmed.cached_bytes, 0u);
+  EXPECT_EQ(trimmed.mapped_bytes + after.cached_bytes, after.mapped_bytes);
+}
+
 std::string tier_name(const ::testing::TestParamInfo<Case>& info) {
   static const char* const kNames[] = {"tiny", "pool", "bundle", "whale"};
   return kNames[info.param.tier];
