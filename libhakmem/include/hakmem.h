@@ -60,7 +60,7 @@ struct hakmem_tier_stats {
   uint64_t frees;          /* frees returned to the tier */
   uint64_t hits;           /* allocations served by the thread cache without a refill */
   uint64_t misses;         /* allocations that needed a refill */
-  uint64_t remote_frees;   /* frees of blocks owned by another thread */
+  uint64_t remote_frees;   /* frees of blocks owned by another thread (tiny) or shard (pool, bundle) */
   uint64_t alloc_bytes;    /* usable bytes handed out */
   uint64_t free_bytes;     /* usable bytes given back */
   uint64_t live_bytes;     /* alloc_bytes - free_bytes */
