@@ -597,9 +597,10 @@ void decay_thread_maybe_start() {
   // none does during its own start-up.
   const proto::Segment& seg = control_segment();
   uint64_t cached = 0;
-  for (Tier t : {Tier::Pool, Tier::Bundle, Tier::Whale})
+  for (Tier t : {Tier::Pool, Tier::Bundle})
     cached += seg.global.tier[static_cast<size_t>(t)][static_cast<size_t>(GlobalCounter::CachedBytes)].load(
         std::memory_order_relaxed);
+  cached += proto::whale_shard_sum(seg.global, proto::kWhaleShardCached);
   if (static_cast<int64_t>(cached) < (int64_t{8} << 20)) return;
   if (!g_decay_thread.compare_exchange_strong(state, 1, std::memory_order_acq_rel)) return;
   // Held across pthread_join and pthread_create, whose frees and allocations come back to

@@ -209,6 +209,8 @@ void copy_runtime(Segment* to, const Segment& from) {
   copy_u64(to->global.invalid_frees, from.global.invalid_frees);
   copy_u64(to->global.double_frees, from.global.double_frees);
   copy_u64(to->global.threads_unslotted, from.global.threads_unslotted);
+  for (size_t s = 0; s < proto::kWhaleCacheShards; s++)
+    for (size_t f = 0; f < proto::kWhaleShardFigures; f++) copy_u64(to->global.whale_shard[s][f], from.global.whale_shard[s][f]);
   to->global.threads_live.store(from.global.threads_live.load(std::memory_order_relaxed), std::memory_order_relaxed);
   uint32_t hwm = from.global.thread_slots_hwm.load(std::memory_order_acquire);
   if (hwm > proto::kThreadSlots) hwm = proto::kThreadSlots;

@@ -30,7 +30,7 @@ constexpr size_t kWhaleHeader = 4096;
 // every page's first line, which a program walking a whale page by page evicts each time,
 // and the header is read on every free and reuse.
 constexpr size_t kWhaleHeaderOff = kWhaleHeader - 128;
-constexpr uint32_t kWhaleShards = 8;  // by log2 of the usable size
+constexpr uint32_t kWhaleShards = proto::kWhaleCacheShards;  // by log2 of the usable size
 
 struct alignas(64) WhaleHeader {
   uintptr_t check;       // g_cookie_secret ^ user pointer ^ 1 while in use, ^ 2 while cached
@@ -48,18 +48,51 @@ struct alignas(64) WhaleShard {
   Mutex lock;
   WhaleHeader* head;     // most recent
   WhaleHeader* tail;     // oldest
+  // Changed only under the lock (a load and a store, no read-modify-write) and published
+  // to the segment's whale_shard figures with it; read without the lock by the cap checks.
+  std::atomic<size_t> cached;  // bytes of the mappings in the list
+  std::atomic<uint64_t> hits;  // allocations served from the list
 };
 static_assert(sizeof(WhaleHeader) <= kWhaleHeader - kWhaleHeaderOff);
 constinit WhaleShard g_whale[kWhaleShards]{};
-std::atomic<size_t> g_whale_cached{0};
-std::atomic<size_t> g_whale_live{0};  // bytes mapped for whales in use
+// Bytes mapped for whales, in use or cached; changed only where the OS is called. In use:
+// this less the shards' cached bytes. So the reuse path (a cached mapping handed out, or
+// one freed into the cache) moves no shared counter: every read-modify-write there is a
+// locked instruction, which waits for the stores the program made to the block first.
+std::atomic<size_t> g_whale_mapped{0};
+
+void mapped_add(int64_t delta) {
+  g_whale_mapped.fetch_add(static_cast<size_t>(delta), std::memory_order_relaxed);
+  control_add(Tier::Whale, GlobalCounter::MappedBytes, delta);
+}
+
+size_t cached_total() {
+  size_t sum = 0;
+  for (const WhaleShard& s : g_whale) sum += s.cached.load(std::memory_order_relaxed);
+  return sum;
+}
+
+// Under s.lock: publishes the shard's figures.
+void shard_publish(WhaleShard& s) {
+  auto& fig = control_segment_ptr()->global.whale_shard[&s - g_whale];
+  fig[proto::kWhaleShardCached].store(s.cached.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  fig[proto::kWhaleShardHits].store(s.hits.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
+// Under s.lock.
+void shard_add(std::atomic<size_t>& figure, int64_t delta) {
+  figure.store(figure.load(std::memory_order_relaxed) + static_cast<size_t>(delta), std::memory_order_relaxed);
+}
 
 // The cache holds at most whale.cache_bytes, and at most as much as is in use (but at
 // least 64 MiB): freed whales of a program whose big blocks come and go stay hot, while a
-// program that shrank does not keep its old peak resident.
-size_t cache_cap() {
+// program that shrank does not keep its old peak resident. `leaving`: a mapping being freed,
+// still counted in use.
+size_t cache_cap(size_t leaving = 0) {
   size_t knob_cap = knob(proto::Knob::WhaleCacheBytes);
-  size_t live = g_whale_live.load(std::memory_order_relaxed);
+  const size_t mapped = g_whale_mapped.load(std::memory_order_relaxed);
+  const size_t used = cached_total() + leaving;
+  size_t live = mapped > used ? mapped - used : 0;  // loads a moment apart: an estimate
   size_t cap = live > (size_t{64} << 20) ? live : (size_t{64} << 20);
   cap = 4 * cap;
   return cap < knob_cap ? cap : knob_cap;
@@ -90,12 +123,18 @@ void list_push(WhaleHeader* w) {
   w->next = s.head;
   if (s.head) s.head->prev = w; else s.tail = w;
   s.head = w;
+  shard_add(s.cached, static_cast<int64_t>(w->map_len));
+  shard_publish(s);
 }
 
-void list_unlink(WhaleShard& s, WhaleHeader* w) {
+// Under s.lock. `hit`: the entry serves an allocation.
+void list_unlink(WhaleShard& s, WhaleHeader* w, bool hit = false) {
   if (w->prev) w->prev->next = w->next; else s.head = w->next;
   if (w->next) w->next->prev = w->prev; else s.tail = w->prev;
   w->next = w->prev = nullptr;
+  shard_add(s.cached, -static_cast<int64_t>(w->map_len));
+  if (hit) s.hits.store(s.hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  shard_publish(s);
 }
 
 void unmap_whale(WhaleHeader* w) {
@@ -104,7 +143,7 @@ void unmap_whale(WhaleHeader* w) {
   g_pagemap.clear_range(reinterpret_cast<uintptr_t>(base), len);
   os_unmap(base, len);
   control_add(Tier::Whale, GlobalCounter::OsUnmaps, 1);
-  control_add(Tier::Whale, GlobalCounter::MappedBytes, -static_cast<int64_t>(len));
+  mapped_add(-static_cast<int64_t>(len));
 }
 
 // Unmaps cached entries (oldest first) of one shard while `pred` says so. The unmaps run
@@ -119,8 +158,6 @@ size_t evict(WhaleShard& s, Pred pred) {
       WhaleHeader* w = s.tail;
       list_unlink(s, w);
       w->check = 0;
-      g_whale_cached.fetch_sub(w->map_len, std::memory_order_relaxed);
-      control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(w->map_len));
       bytes += w->map_len;
       w->next = victims;
       victims = w;
@@ -181,13 +218,13 @@ WhaleHeader* grow(WhaleHeader* w, size_t usable) {
   nw->map_len = new_len;
   nw->usable = usable;
   control_add(Tier::Whale, GlobalCounter::OsMaps, 1);
-  control_add(Tier::Whale, GlobalCounter::MappedBytes, static_cast<int64_t>(new_len - old_len));
+  mapped_add(static_cast<int64_t>(new_len - old_len));
   return nw;
 }
 
 // Detaches the largest cached mapping of the shards at or below `top` (the one that saves
-// the most page faults when grown), or nullptr.
-WhaleHeader* take_largest(uint32_t top) {
+// the most page faults when grown), or nullptr; *shard: the shard it came from.
+WhaleHeader* take_largest(uint32_t top, uint32_t* shard) {
   for (uint32_t si = top + 1; si-- > 0;) {
     WhaleShard& s = g_whale[si];
     LockGuard g(s.lock);
@@ -198,6 +235,7 @@ WhaleHeader* take_largest(uint32_t top) {
         best = w;
     if (best) {
       list_unlink(s, best);
+      *shard = si;
       return best;
     }
   }
@@ -206,10 +244,8 @@ WhaleHeader* take_largest(uint32_t top) {
 
 void enforce_cap() {
   size_t cap = cache_cap();
-  for (uint32_t i = kWhaleShards; i-- > 0 && g_whale_cached.load(std::memory_order_relaxed) > cap;) {
-    evict(g_whale[i], [cap](WhaleHeader*) {
-      return g_whale_cached.load(std::memory_order_relaxed) > cap;
-    });
+  for (uint32_t i = kWhaleShards; i-- > 0 && cached_total() > cap;) {
+    evict(g_whale[i], [cap](WhaleHeader*) { return cached_total() > cap; });
   }
 }
 
@@ -239,45 +275,39 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system, in
         if (!hit || w->usable < hit->usable) hit = w;
         if (si != shard_of(usable) || w->usable - usable <= usable / 4) break;
       }
-      if (hit) list_unlink(s, hit);
+      if (hit) list_unlink(s, hit, true);
     }
-    // The bytes the taken mapping leaves the cache with: its length when it was cached.
-    size_t cached_len = 0;
     if (!hit) {
       // Nothing large enough: grow the largest smaller one. Its pages are reused as they
       // are and only the extension faults in, instead of every page of a new mapping.
-      hit = take_largest(shard_of(usable));
+      uint32_t from = 0;
+      hit = take_largest(shard_of(usable), &from);
       // Unless another thread cached a large enough one since the scan: that one is taken
-      // whole. (Grown to the request, it shrank, and the cached figure kept the part cut.)
+      // whole (grown to the request, it would shrink).
       if (hit && hit->usable < usable) {
-        cached_len = hit->map_len;
         WhaleHeader* g = grow(hit, usable);
         if (!g) {
           // No address space to grow into: let the mapping go rather than cache it again.
-          g_whale_cached.fetch_sub(cached_len, std::memory_order_relaxed);
-          control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached_len));
           hit->check = 0;
           unmap_whale(hit);
         }
         hit = g;
       }
+      if (hit) {
+        WhaleShard& s = g_whale[from];
+        LockGuard g(s.lock);
+        s.hits.store(s.hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        shard_publish(s);
+      }
     }
     if (hit) {
-      if (cached_len == 0) cached_len = hit->map_len;
       // A mapping more than 9 times too big leaves its surplus chunks in the cache. Below
       // that it is handed out whole: split pieces never join again, so a later big request
       // would have to grow a piece (faulting the rest in again) while the pieces sit cached.
       // Measured against splitting at 2 x: bigblock 26.3 k -> 12.0 k faults and 186 -> 130 MiB
       // peak RSS; mixed 44.6 k -> 42.9 k faults and 180 -> 173 MiB.
-      if (hit->usable - usable > 8 * usable) {
-        split_tail(hit, usable);
-        cached_len = hit->map_len;  // the tail stays in the cache as a whale of its own
-      }
-      g_whale_cached.fetch_sub(cached_len, std::memory_order_relaxed);
-      control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(cached_len));
-      control_add(Tier::Whale, GlobalCounter::CacheHits, 1);
+      if (hit->usable - usable > 8 * usable) split_tail(hit, usable);  // the tail is cached anew
       hit->check = live_check(user_of(hit));
-      g_whale_live.fetch_add(hit->map_len, std::memory_order_relaxed);
       if (counted) {
         thread_count(&h->ctl, Tier::Whale, ThreadCounter::Allocs, 1);
         thread_count(&h->ctl, Tier::Whale, ThreadCounter::AllocBytes, hit->usable);
@@ -319,13 +349,12 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system, in
   w->next = w->prev = nullptr;
   w->system = system ? 1 : 0;
   w->check = live_check(user);
-  g_whale_live.fetch_add(len, std::memory_order_relaxed);
   // The chunk holding the user pointer is the head; every other chunk is a tail.
   uintptr_t b = reinterpret_cast<uintptr_t>(base);
   g_pagemap.set_range(b, len, kMapWhaleTail, kMapWhaleTail);
   g_pagemap.set(reinterpret_cast<uintptr_t>(user), kMapWhaleHead);
   control_add(Tier::Whale, GlobalCounter::OsMaps, 1);
-  control_add(Tier::Whale, GlobalCounter::MappedBytes, static_cast<int64_t>(len));
+  mapped_add(static_cast<int64_t>(len));
   control_add(Tier::Whale, GlobalCounter::CacheMisses, 1);
   if (counted) {
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::Misses, 1);
@@ -353,11 +382,9 @@ void* whale_realloc_grow(Heap* h, void* p, size_t n) {
   if (!ok || w->user - static_cast<char*>(w->base) != static_cast<ptrdiff_t>(kWhaleHeader) ||
       n > (size_t{1} << 46))
     return nullptr;
-  const size_t old_len = w->map_len;
   WhaleHeader* g = grow(w, (n + kWhaleHeader - 1) & ~(kWhaleHeader - 1));
   if (!g) return nullptr;
   g->check = live_check(user_of(g));  // the check covers the user pointer, which may have moved
-  g_whale_live.fetch_add(g->map_len - old_len, std::memory_order_relaxed);
   if (h && h != &g_empty_heap)
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::AllocBytes, g->usable - old_usable);
   return user_of(g);
@@ -383,14 +410,13 @@ void whale_free(Heap* h, void* p, const char* what) {
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::Frees, 1);
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::FreeBytes, usable);
   }
-  g_whale_live.fetch_sub(w->map_len, std::memory_order_relaxed);
-  size_t cap = cache_cap();
+  size_t cap = cache_cap(w->map_len);
   uint64_t now = os_now_ns();
   if (w->system || w->map_len > cap || knob(proto::Knob::WhaleDecayMs) == 0) {
     w->check = 0;
     unmap_whale(w);
     // A lowered whale.cache_bytes or whale.decay_ms also applies to what is cached already.
-    if (g_whale_cached.load(std::memory_order_relaxed) > cap) enforce_cap();
+    if (cached_total() > cap) enforce_cap();
     if (knob(proto::Knob::WhaleDecayMs) == 0) whale_decay(now, true);
     return;
   }
@@ -398,13 +424,9 @@ void whale_free(Heap* h, void* p, const char* what) {
   w->freed_ns = now;
   // Once linked and unlocked, the entry belongs to the cache: another thread's eviction
   // (trim, decay, enforce_cap) or reuse may unmap or trim it at once, so its header must not
-  // be read after the unlock. Count it before linking, so that an eviction's subtraction
-  // never precedes our addition.
-  const size_t len = w->map_len;
-  g_whale_cached.fetch_add(len, std::memory_order_relaxed);
-  control_add(Tier::Whale, GlobalCounter::CachedBytes, static_cast<int64_t>(len));
+  // be read after the unlock. It is counted as cached under the shard lock, with the link.
   list_push(w);
-  if (g_whale_cached.load(std::memory_order_relaxed) > cap) enforce_cap();
+  if (cached_total() > cap) enforce_cap();
   decay_tick(now);
   decay_thread_maybe_start();
 }
@@ -427,9 +449,7 @@ void* whale_cache_take_chunk(uint64_t* freed_ns) {
   const size_t len = w->map_len, rest = len - kChunkSize;
   *freed_ns = w->freed_ns;
   w->check = 0;
-  g_whale_cached.fetch_sub(len, std::memory_order_relaxed);
-  control_add(Tier::Whale, GlobalCounter::CachedBytes, -static_cast<int64_t>(len));
-  control_add(Tier::Whale, GlobalCounter::MappedBytes, -static_cast<int64_t>(kChunkSize));
+  mapped_add(-static_cast<int64_t>(kChunkSize));
   const uintptr_t tail = base + kChunkSize;
   if (rest > kWhaleHeader + kBundleMax) {
     // Big enough for a whale: cached on its own, as old as the mapping it came from.
@@ -443,14 +463,12 @@ void* whale_cache_take_chunk(uint64_t* freed_ns) {
     t->system = 0;
     t->freed_ns = *freed_ns;
     g_pagemap.set(tail, kMapWhaleHead);
-    g_whale_cached.fetch_add(rest, std::memory_order_relaxed);
-    control_add(Tier::Whale, GlobalCounter::CachedBytes, static_cast<int64_t>(rest));
     list_push(t);
   } else if (rest > 0) {
     g_pagemap.clear_range(tail, rest);
     os_unmap(reinterpret_cast<void*>(tail), rest);
     control_add(Tier::Whale, GlobalCounter::OsUnmaps, 1);
-    control_add(Tier::Whale, GlobalCounter::MappedBytes, -static_cast<int64_t>(rest));
+    mapped_add(-static_cast<int64_t>(rest));
   }
   g_pagemap.set(base, kMapNone);
   return reinterpret_cast<void*>(base);
@@ -463,14 +481,14 @@ void whale_decay(uint64_t now, bool force) {
 }
 
 bool whale_trim() {
-  size_t before = g_whale_cached.load(std::memory_order_relaxed);
+  size_t before = cached_total();
   whale_decay(os_now_ns(), true);
   return before != 0;
 }
 
 void whale_apply_knobs() {
-  if (g_whale_cached.load(std::memory_order_relaxed) > cache_cap()) enforce_cap();
-  if (knob(proto::Knob::WhaleDecayMs) == 0 && g_whale_cached.load(std::memory_order_relaxed) > 0)
+  if (cached_total() > cache_cap()) enforce_cap();
+  if (knob(proto::Knob::WhaleDecayMs) == 0 && cached_total() > 0)
     whale_decay(os_now_ns(), true);
 }
 

@@ -78,6 +78,18 @@ TEST(Segment, SnapshotSumsSlotsBelowTheHighWaterMarkAndDerivesTinyTotals) {
   EXPECT_EQ(snap.tier[pool].get(GlobalCounter::MappedBytes), 65536u);
   EXPECT_EQ(snap.knob[static_cast<size_t>(Knob::TinyCap)], 1024u);
 
+  // The whale tier's cached bytes and cache hits: its counters plus every cache shard's.
+  const size_t whale = static_cast<size_t>(Tier::Whale);
+  s->global.tier[whale][static_cast<size_t>(GlobalCounter::CacheHits)].store(1);
+  s->global.whale_shard[0][kWhaleShardCached].store(3u << 20);
+  s->global.whale_shard[0][kWhaleShardHits].store(5);
+  s->global.whale_shard[kWhaleCacheShards - 1][kWhaleShardCached].store(64u << 20);
+  s->global.whale_shard[kWhaleCacheShards - 1][kWhaleShardHits].store(2);
+  snapshot(*s, &snap);
+  EXPECT_EQ(snap.tier[whale].get(GlobalCounter::CachedBytes), 67u << 20);
+  EXPECT_EQ(snap.tier[whale].get(GlobalCounter::CacheHits), 8u);
+  EXPECT_EQ(snap.tier[pool].get(GlobalCounter::CachedBytes), 0u);
+
   s->header.tiny_class_count = 1000;  // hostile count is bounded
   s->global.thread_slots_hwm.store(1u << 30);
   snapshot(*s, &snap);

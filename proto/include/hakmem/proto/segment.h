@@ -22,7 +22,7 @@ namespace hakmem::proto {
 
 inline constexpr uint64_t kMagic = 0x00314d454d4b4148ull;  // "HAKMEM1\0" little-endian
 // Bump on any change of the structs below (order, size or meaning of a field).
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;  // 2: GlobalBlock::whale_shard
 
 inline constexpr const char* kShmDirEnv = "HAKMEM_SHM_DIR";
 inline constexpr const char* kDefaultShmDir = "/dev/shm";
@@ -116,6 +116,10 @@ inline const void* knob_wake_word(const KnobBlock& k) {
   return reinterpret_cast<const char*>(&k.generation) + (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 4);
 }
 
+// The whale cache's lock shards; each publishes its own figures (GlobalBlock::whale_shard).
+inline constexpr size_t kWhaleCacheShards = 8;
+enum WhaleShardFigure : size_t { kWhaleShardCached = 0, kWhaleShardHits = 1, kWhaleShardFigures = 2 };
+
 // Process-wide figures, updated with relaxed fetch_add on slow paths only.
 struct alignas(64) GlobalBlock {
   std::atomic<uint64_t> tier[kTierCount][kGlobalCounterCount];
@@ -124,7 +128,19 @@ struct alignas(64) GlobalBlock {
   std::atomic<uint32_t> thread_slots_hwm;  // slots [0, hwm) have ever been used
   std::atomic<uint32_t> threads_live;      // threads currently holding a slot
   std::atomic<uint64_t> threads_unslotted; // threads that found no free slot (not published)
+  // The whale tier's cached bytes and cache hits, by cache shard: each written only under
+  // its shard's lock, by plain stores (a read-modify-write of one shared counter on the
+  // reuse path cost the vm seed measurably). Readers add them to the whale tier's
+  // cached_bytes and cache_hits (snapshot() does).
+  std::atomic<uint64_t> whale_shard[kWhaleCacheShards][kWhaleShardFigures];
 };
+
+// The sum of one whale figure over the cache shards.
+inline uint64_t whale_shard_sum(const GlobalBlock& g, WhaleShardFigure f) {
+  uint64_t sum = 0;
+  for (const auto& s : g.whale_shard) sum += s[f].load(std::memory_order_relaxed);
+  return sum;
+}
 
 // One per thread. Only the owning thread writes it (relaxed load + store, no RMW);
 // readers sum all slots below thread_slots_hwm. Tiny-tier Allocs/Frees/AllocBytes/FreeBytes

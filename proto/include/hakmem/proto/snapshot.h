@@ -83,6 +83,9 @@ inline void snapshot(const Segment& seg, Snapshot* out) {
 
   for (size_t t = 0; t < kTierCount; t++)
     for (size_t c = 0; c < kGlobalCounterCount; c++) out->tier[t].global[c] = seg.global.tier[t][c].load(rlx);
+  TierSnapshot& whale = out->tier[static_cast<size_t>(Tier::Whale)];
+  whale.global[static_cast<size_t>(GlobalCounter::CachedBytes)] += whale_shard_sum(seg.global, kWhaleShardCached);
+  whale.global[static_cast<size_t>(GlobalCounter::CacheHits)] += whale_shard_sum(seg.global, kWhaleShardHits);
   out->invalid_frees = seg.global.invalid_frees.load(rlx);
   out->double_frees = seg.global.double_frees.load(rlx);
   out->threads_live = seg.global.threads_live.load(rlx);
