@@ -1,6 +1,6 @@
 // The malloc and free fast paths, inline so that malloc.cc (the C API) and new_delete.cc
 // (operator new/delete) both get them without a call. Budget: a table load, a magazine
-// pop/push with its count, the free-block cookie, one thread-local counter store, and one
+// pop/push with its room, the free-block cookie, one thread-local counter store, and one
 // unlikely branch each to a noinline slow path; no lock, no atomic RMW, no syscall.
 #pragma once
 

@@ -79,9 +79,10 @@ void shard_publish(WhaleShard& s) {
   fig[proto::kWhaleShardHits].store(s.hits.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
 
-// Under s.lock.
-void shard_add(std::atomic<size_t>& figure, int64_t delta) {
-  figure.store(figure.load(std::memory_order_relaxed) + static_cast<size_t>(delta), std::memory_order_relaxed);
+// Under the figure's shard lock.
+template <typename T>
+void shard_add(std::atomic<T>& figure, int64_t delta) {
+  figure.store(figure.load(std::memory_order_relaxed) + static_cast<T>(delta), std::memory_order_relaxed);
 }
 
 // The cache holds at most whale.cache_bytes, and at most as much as is in use (but at
@@ -133,7 +134,7 @@ void list_unlink(WhaleShard& s, WhaleHeader* w, bool hit = false) {
   if (w->next) w->next->prev = w->prev; else s.tail = w->prev;
   w->next = w->prev = nullptr;
   shard_add(s.cached, -static_cast<int64_t>(w->map_len));
-  if (hit) s.hits.store(s.hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (hit) shard_add(s.hits, 1);
   shard_publish(s);
 }
 
@@ -296,7 +297,7 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system, in
       if (hit) {
         WhaleShard& s = g_whale[from];
         LockGuard g(s.lock);
-        s.hits.store(s.hits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        shard_add(s.hits, 1);
         shard_publish(s);
       }
     }
