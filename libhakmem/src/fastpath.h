@@ -97,7 +97,8 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
       Magazine& m = tiny_mag(h, c8);
       const uintptr_t cookie = block_cookie(b);
       const uint32_t room = m.room;
-      if (HK_LIKELY(b->cookie != cookie && room != 0)) {
+      if (HK_LIKELY(b->cookie != cookie)) {
+        if (HK_UNLIKELY(room == 0)) return tiny_free_full(h, b, pg);
         b->next = m.head;
         b->cookie = cookie;
         m.head = b;

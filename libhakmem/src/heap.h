@@ -131,6 +131,9 @@ bool process_ready();
 // Tiny tier (tiny.cc).
 void* tiny_malloc_slow(Heap* h, uint32_t c);
 void tiny_free_slow(Heap* h, void* p, PageDesc* pg);
+// A local free of a valid tiny block, not yet free, of a slab h owns, whose magazine is
+// full: the free fast path's tail call.
+void tiny_free_full(Heap* h, Block* b, PageDesc* pg) noexcept;
 void tiny_flush(Heap* h, uint32_t c, uint32_t keep);
 void tiny_heap_release(Heap* h);
 void tiny_heap_adopt(Heap* h);

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -456,6 +458,31 @@ TEST(AllocApi, DoubleFreeIsReportedInEveryTier) {
     free(a);
     free(b);
   }
+}
+
+// Frees that find the magazine full go straight back to their slab: a second free of such a
+// block is still seen, and the slab then hands out every block once.
+TEST(AllocApi, DoubleFreeIsReportedPastAFullMagazine) {
+  constexpr size_t kN = 20000;  // 48-byte blocks: a magazine holds at most 2730
+  std::vector<void*> v(kN);
+  for (auto& p : v) {
+    p = malloc(48);
+    ASSERT_NE(p, nullptr);
+    memset(p, 3, 48);
+  }
+  for (void* p : v) free(p);
+  void* last = v.back();
+  void (*volatile free_fn)(void*) = free;
+  std::string err = capture_stderr([&] { free_fn(last); });
+  EXPECT_NE(err.find("double free"), std::string::npos) << err;
+  EXPECT_NE(err.find(hex(last)), std::string::npos) << err;
+  std::set<void*> seen;
+  for (auto& p : v) {
+    p = malloc(48);
+    ASSERT_TRUE(seen.insert(p).second) << p << " handed out twice";
+    memset(p, 4, 48);
+  }
+  for (void* p : v) free(p);
 }
 
 }  // namespace
