@@ -72,6 +72,10 @@ struct Heap {
   uint8_t knob_tiny_prewarm;
   uint8_t knob_pool_prewarm;
   uint8_t knob_bundle_prewarm;
+  // heap_trim_idle: when the magazines were last looked at, and the head each had then.
+  uint64_t idle_check_ns;
+  Block* tiny_seen[kTinyClasses];
+  Block* pool_seen[kPoolClasses];
 };
 
 // Caches the run whose block is p (`units` long, in use, held by this thread) in its bin.

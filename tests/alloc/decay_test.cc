@@ -60,6 +60,44 @@ TEST(AllocDecay, RssFallsBackAfterABurstOfFrees) {
                                      << " KiB";
 }
 
+// The same when the frees come in an order unlike the allocation order (a hash table or a
+// tree torn down): every slab then sits under some block of the thread's full magazine, and
+// a magazine its class no longer allocates from must go back to the slabs within the decay
+// time, or none of them ever empties.
+TEST(AllocDecay, RssFallsBackAfterFreesInAnyOrder) {
+  set_knob("bundle.decay_ms", 100);
+  for (int i = 0; i < 1000; i++) {
+    void* volatile q = malloc(100);
+    free(q);
+  }
+  long base = rss_kib();
+  constexpr size_t kN = 300000;  // 200 B each: 60 MiB of tiny blocks
+  std::vector<void*> v(kN);
+  for (auto& p : v) {
+    p = malloc(200);
+    ASSERT_NE(p, nullptr);
+    memset(p, 1, 200);
+  }
+  long full = rss_kib();
+  ASSERT_GT(full - base, 50 * 1024);
+  for (size_t i = 0; i < kN; i++) free(v[(i * 7919) % kN]);  // 7919 is prime: each once
+  v.clear();
+  v.shrink_to_fit();
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  long after = full;
+  while (std::chrono::steady_clock::now() < until) {
+    for (int i = 0; i < 20000; i++) {
+      void* volatile q = malloc(64);
+      free(q);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    after = rss_kib();
+    if (after - base < 16 * 1024) break;
+  }
+  EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, full " << full << " KiB, after " << after
+                                     << " KiB";
+}
+
 // The same when the program goes idle after the frees: no allocation drives the decay, so
 // hakmem's own decay thread must return the memory.
 TEST(AllocDecay, RssFallsBackWhileTheProgramIsIdle) {
