@@ -385,7 +385,9 @@ namespace {
 // Marks the run [s, s+units) of ch in use and returns its block: `coloured` places it at
 // the unit's colour (runs of up to kColourUnits), else at the run start. Pre-condition: the
 // arena lock is held.
-void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool coloured, bool* populate) {
+void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool coloured, bool* populate,
+               bool* zero) {
+  *zero = bits_count_range(ch->touched_bits, s, units) == 0;
   *populate = prewarm && (!ch->half_backed[s / kUnitsPerHalf] ||
                           !ch->half_backed[(s + units - 1) / kUnitsPerHalf]);
   const size_t colour = coloured && units <= kColourUnits ? unit_colour(s) : 0;
@@ -400,9 +402,9 @@ void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool c
 
 // Like pages: the own shard, then any other, then a fresh chunk for the own shard; in each,
 // the lowest chunk whose longest free run fits.
-void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured) {
+void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured, bool* zero) {
   void* p = nullptr;
-  bool populate = false;
+  bool populate = false, fresh = false;
   for (uint32_t k = 0; k <= kShards && !p; k++) {
     const bool last = k == kShards;
     Arena& a = g_arena[(shard + k) % kShards];
@@ -422,13 +424,14 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
     } else {
       continue;
     }
-    p = run_take(ch, static_cast<uint32_t>(bundle_find_run(ch, units)), units, prewarm, coloured, &populate);
+    p = run_take(ch, static_cast<uint32_t>(bundle_find_run(ch, units)), units, prewarm, coloured, &populate, &fresh);
     bundle_index_update(a, ch);
   }
   if (populate) {
     os_populate(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(kUnitSize - 1)), size_t{units} * kUnitSize);
     control_add(Tier::Bundle, GlobalCounter::Madvises, 1);
   }
+  if (zero) *zero = fresh;
   return p;
 }
 

@@ -24,7 +24,9 @@ void arena_page_release(PageDesc* pg);
 // A run of `units` 16 KiB units (3..64) from a bundle chunk of arena `shard`; returns its
 // block, at the run's colour when `coloured` and the run is short enough (sizeclass.h),
 // else at the run start.
-void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured);
+// *zero (when given) tells whether the run's memory is known to read as zero: none of its
+// units was handed out since it was mapped or last purged.
+void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured, bool* zero = nullptr);
 // Frees a run (pre-condition: p is the block of a run in use).
 void arena_bundle_free(void* p);
 // Grows the run p heads to `units` in place when the units after it are free (realloc).

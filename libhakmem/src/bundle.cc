@@ -20,18 +20,19 @@ size_t bundle_usable(const void* p, bool* ok) {
   return u ? bundle_block_bytes(p, u) : 0;
 }
 
-void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured) {
+void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured, bool* zero) {
   if (h == &g_empty_heap) {
     h = heap_get_slow();
     if (!h) return nullptr;
   }
   void* p;
+  if (zero) *zero = false;
   // A cached run keeps the colour it was taken with: an aligned request takes a new run.
   if (coloured && h->bundle_count[units - kBundleMinUnits]) {
     p = bundle_bin_pop(h, units - kBundleMinUnits);
   } else {
     thread_count(&h->ctl, Tier::Bundle, ThreadCounter::Misses, 1);
-    p = arena_bundle_alloc(h->shard, units, h->knob_bundle_prewarm, coloured);
+    p = arena_bundle_alloc(h->shard, units, h->knob_bundle_prewarm, coloured, zero);
     if (!p) {
       errno = ENOMEM;
       return nullptr;

@@ -154,7 +154,7 @@ void pool_reset_locks();
 
 // Bundle tier (bundle.cc).
 // `coloured`: the block starts at its run's colour (sizeclass.h); false for aligned requests.
-void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured = true);
+void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured = true, bool* zero = nullptr);
 void bundle_free(Heap* h, void* p);
 void bundle_flush_all(Heap* h);
 size_t bundle_usable(const void* p, bool* ok);
