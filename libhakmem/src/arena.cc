@@ -383,11 +383,11 @@ void arena_page_release(PageDesc* pg) {
 
 namespace {
 // Marks the run [s, s+units) of ch in use and returns its block: `coloured` places it at
-// the unit's colour (runs of up to kColourUnits), else at the run start. Pre-condition: the
-// arena lock is held.
+// the unit's colour (runs of up to kColourUnits), else at the run start; *zero (when asked)
+// says whether the run reads as zero. Pre-condition: the arena lock is held.
 void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool coloured, bool* populate,
                bool* zero) {
-  *zero = bits_count_range(ch->touched_bits, s, units) == 0;
+  if (zero) *zero = bit_find(ch->touched_bits, s, true) >= s + units;  // no unit handed out yet
   *populate = prewarm && (!ch->half_backed[s / kUnitsPerHalf] ||
                           !ch->half_backed[(s + units - 1) / kUnitsPerHalf]);
   const size_t colour = coloured && units <= kColourUnits ? unit_colour(s) : 0;
@@ -404,7 +404,7 @@ void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool c
 // the lowest chunk whose longest free run fits.
 void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured, bool* zero) {
   void* p = nullptr;
-  bool populate = false, fresh = false;
+  bool populate = false;
   for (uint32_t k = 0; k <= kShards && !p; k++) {
     const bool last = k == kShards;
     Arena& a = g_arena[(shard + k) % kShards];
@@ -424,14 +424,13 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
     } else {
       continue;
     }
-    p = run_take(ch, static_cast<uint32_t>(bundle_find_run(ch, units)), units, prewarm, coloured, &populate, &fresh);
+    p = run_take(ch, static_cast<uint32_t>(bundle_find_run(ch, units)), units, prewarm, coloured, &populate, zero);
     bundle_index_update(a, ch);
   }
   if (populate) {
     os_populate(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(kUnitSize - 1)), size_t{units} * kUnitSize);
     control_add(Tier::Bundle, GlobalCounter::Madvises, 1);
   }
-  if (zero) *zero = fresh;
   return p;
 }
 
