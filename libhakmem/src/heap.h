@@ -72,6 +72,8 @@ struct Heap {
   uint8_t knob_tiny_prewarm;
   uint8_t knob_pool_prewarm;
   uint8_t knob_bundle_prewarm;
+  // Frees per class that found the magazine at its ceiling since its last refill.
+  uint32_t tiny_direct[kTinyClasses];
   // heap_trim_idle: when the magazines were last looked at, and the head each had then.
   uint64_t idle_check_ns;
   Block* tiny_seen[kTinyClasses];

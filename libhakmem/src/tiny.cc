@@ -133,6 +133,10 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
   heap_tick(h);  // every refill is a slow path anyway: a chance to see knob changes
   if (!m.head) {
     thread_count(&h->ctl, Tier::Tiny, ThreadCounter::Misses, 1);
+    h->tiny_direct[c] = 0;
+    // The refill ends a teardown's bypass (tiny_free_full): the capacity comes back at the
+    // knob's or the miss ceiling.
+    if (m.cap == 0) m.set_cap(h->knob_tiny_cap ? h->knob_tiny_cap : tiny_miss_cap(c));
     // Adaptive capacity: a class that misses again gets a bigger magazine.
     if (!h->knob_tiny_cap && m.cap < tiny_miss_cap(c)) m.set_cap(doubled(m.cap, tiny_miss_cap(c)));
     uint32_t want = h->knob_tiny_prewarm ? m.cap : (m.cap + 1) / 2;
@@ -188,7 +192,10 @@ void tiny_free_slow(Heap* h, void* p, PageDesc* pg) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
   if (pg->kind == kPagePool) return pool_free(h, p, pg);
   if (pg->kind != kPageTiny || !page_block_ok(pg, a)) {
-    control_report_invalid_free("free", p);
+    // A block start of a page that went back to the arena once all its blocks were freed
+    // (its layout stays until the page is lent again): a second free of one of them.
+    if (pg->kind == kPageFree && page_block_ok(pg, a)) control_report_double_free("free", p);
+    else control_report_invalid_free("free", p);
     return;
   }
   Block* b = static_cast<Block*>(p);
@@ -216,22 +223,40 @@ void tiny_free_full(Heap* h, Block* b, PageDesc* pg) noexcept {
   const uint32_t c = pg->cls;
   Magazine& m = h->tiny[c];
   slot_add(h->ctl.slot->tiny_class_frees[c], 1);
-  // Below its ceiling, a magazine that fills up grows (see tiny_miss_cap).
-  if (!h->knob_tiny_cap && m.cap < tiny_max_cap(c)) {
+  // Below its ceiling, a magazine that fills up grows (see tiny_miss_cap). Capacity 0 is
+  // the bypass set below, which only a refill ends.
+  if (!h->knob_tiny_cap && m.cap != 0 && m.cap < tiny_max_cap(c)) {
     m.set_cap(doubled(m.cap, tiny_max_cap(c)));
     return m.push(b);
   }
   // At it, the block goes straight back onto its slab, as if the magazine were not there:
   // a free-heavy phase (a big structure torn down) then costs one push per block, where
   // flushing half the magazine walked every block's line twice more (perl freeing a hash
-  // of a million strings: 0.62 s against glibc's 0.42). The magazine keeps the most recent
-  // blocks for the next mallocs.
+  // of a million strings: 0.62 s against glibc's 0.42).
   b->cookie = block_cookie(b);
   b->next = pg->free;
   pg->free = b;
   pg->used--;
   if (__builtin_expect(!pg->in_avail, 0)) avail_push(h, pg);
-  if (__builtin_expect(pg->used == 0, 0)) page_maybe_release(h, pg, false);
+  bool released = false;
+  if (__builtin_expect(pg->used == 0, 0)) {
+    page_maybe_release(h, pg, false);
+    released = true;
+  }
+  // Once the thread has freed a whole magazine's worth more than it allocated, it is tearing
+  // something down: the magazine goes back to the slabs too, and stays out of the way
+  // (capacity 0) until the next refill. Kept, its blocks would sit one in nearly every slab
+  // of a structure freed in scattered order, and no slab could empty while the thread
+  // sleeps (heap_trim_idle needs the thread to run).
+  if (m.cap != 0 && ++h->tiny_direct[c] >= m.cap) {
+    tiny_flush(h, c, 0);
+    m.set_cap(0);
+    released = true;
+  }
+  // A thread that only frees never ticks: the decay thread must return the pages that
+  // empty here (it starts once 8 MiB are cached). Nothing is half-done at this point,
+  // should starting it allocate.
+  if (released) decay_thread_maybe_start();
 }
 
 void tiny_heap_release(Heap* h) {

@@ -98,6 +98,39 @@ TEST(AllocDecay, RssFallsBackAfterFreesInAnyOrder) {
                                      << " KiB";
 }
 
+// And when the thread that freed in scattered order then sleeps: no tick of its own can
+// flush its magazine. Once it has freed a magazine's worth more than it allocated, the
+// magazine goes back to the slabs and stays empty; hakmem's decay thread returns the pages.
+TEST(AllocDecay, RssFallsBackWhenTheThreadThatFreedSleeps) {
+  set_knob("bundle.decay_ms", 100);
+  long base = rss_kib();
+  std::atomic<bool> freed{false}, leave{false};
+  std::thread t([&] {
+    constexpr size_t kN = 300000;  // 200 B each: 60 MiB of tiny blocks
+    std::vector<void*> v(kN);
+    for (auto& p : v) {
+      p = malloc(200);
+      memset(p, 1, 200);
+    }
+    for (size_t i = 0; i < kN; i++) free(v[(i * 7919) % kN]);
+    v.clear();
+    v.shrink_to_fit();
+    freed = true;
+    while (!leave) usleep(1000);  // sleeps: no malloc, no free
+  });
+  while (!freed) usleep(1000);
+  long after = rss_kib();
+  const long full = after;
+  for (int i = 0; i < 150 && after - base >= 16 * 1024; i++) {
+    usleep(20000);
+    after = rss_kib();
+  }
+  leave = true;
+  t.join();
+  EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, right after the frees " << full
+                                     << " KiB, after " << after << " KiB";
+}
+
 // The same when the program goes idle after the frees: no allocation drives the decay, so
 // hakmem's own decay thread must return the memory.
 TEST(AllocDecay, RssFallsBackWhileTheProgramIsIdle) {
