@@ -65,8 +65,12 @@ __attribute__((noinline)) void* malloc_mid_miss(Heap* h, size_t n) {
   } else if (n <= kBundleMax) {
     p = bundle_malloc_slow(h, bundle_units_of(n));
     // The arenas' bundle chunks are at their bound (or the OS refused a chunk): a mapping
-    // of its own still serves the request.
-    if (!p) return whale_path(n, 0, false);
+    // of its own still serves the request, and errno is as the caller left it unless that
+    // fails too.
+    if (!p) {
+      errno = saved;
+      return whale_path(n, 0, false);
+    }
   } else {
     if (n > kMaxRequest) {
       errno = ENOMEM;
@@ -179,8 +183,8 @@ __attribute__((noinline)) void* bundle_calloc(size_t n) {
   } else {
     int saved = errno;
     p = bundle_malloc_slow(h, u, true, &zero);
-    if (!p) return whale_path(n, 0, true);  // as malloc_mid_miss: a mapping of its own
     errno = saved;
+    if (!p) return whale_path(n, 0, true);  // as malloc_mid_miss: a mapping of its own
   }
   if (!zero) memset(p, 0, n);
   return p;
