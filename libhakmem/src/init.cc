@@ -164,11 +164,11 @@ namespace {
 
 // A magazine whose head has not moved for a quarter of the decay time (bundle.decay_ms,
 // which also ages the small pages) is a class this thread no longer uses: its blocks go
-// back to their slabs, whose pages then decay as usual. After frees in an order unlike the allocation order, nearly every slab holds one
-// of a full magazine's blocks, and none could empty and decay until the thread freed more
-// of that class (60 MiB of 200-byte blocks freed in a scattered order kept 33 MiB
-// resident). The one false positive, a malloc/free pair that puts back the very block it
-// took, costs a refill per check.
+// back to their slabs, whose pages then decay as usual. After frees in an order unlike the
+// allocation order, nearly every slab holds one of a full magazine's blocks, and none could
+// empty and decay until the thread freed more of that class (60 MiB of 200-byte blocks
+// freed in a scattered order kept 33 MiB resident). The one false positive, a malloc/free
+// pair that puts back the very block it took, costs a refill per check.
 void heap_trim_idle(Heap* h, uint64_t now) {
   if (h == &g_empty_heap || now - h->idle_check_ns < knob(proto::Knob::BundleDecayMs) * (1000000ull / 4)) return;
   h->idle_check_ns = now;

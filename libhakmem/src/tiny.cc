@@ -234,8 +234,8 @@ __attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg)
   }
   // At it, the block goes straight back onto its slab, as if the magazine were not there:
   // a free-heavy phase (a big structure torn down) then costs one push per block, where
-  // flushing half the magazine walked every block's line twice more (perl freeing a hash
-  // of a million strings: 0.62 s against glibc's 0.42).
+  // flushing half the magazine walked every block's line twice more (perl dropping a hash
+  // of a million strings took half as long again as with glibc).
   b->cookie = block_cookie(b);
   b->next = pg->free;
   pg->free = b;
