@@ -16,16 +16,6 @@ std::atomic<int> g_done{0};
 size_t g_bytes;
 long g_count;
 
-long rss_mib() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  long pages = 0, rss = 0;
-  if (f) {
-    if (std::fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
-    std::fclose(f);
-  }
-  return rss * sysconf(_SC_PAGESIZE) >> 20;
-}
-
 void* worker(void*) {
   auto** p = static_cast<void**>(std::calloc(static_cast<size_t>(g_count), sizeof(void*)));
   if (!p) std::exit(1);
@@ -55,7 +45,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "idle_threads: THREADS 1..1024, BYTES and COUNT >= 1, SECONDS >= 0\n");
     return 2;
   }
-  const long base = rss_mib();
+  const long base = bench::rss_mib();
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setstacksize(&attr, 256 * 1024);
@@ -64,10 +54,10 @@ int main(int argc, char** argv) {
     if (pthread_create(&t, &attr, worker, nullptr) != 0) return 1;
   }
   while (g_done.load() < threads) usleep(1000);
-  const long after = rss_mib();
+  const long after = bench::rss_mib();
   sleep(static_cast<unsigned>(seconds));
   std::printf("idle_threads %d x %ld x %zu B: rss %ld MiB before, %ld MiB after the frees, %ld MiB %d s later\n",
-              threads, g_count, g_bytes, base, after, rss_mib(), seconds);
+              threads, g_count, g_bytes, base, after, bench::rss_mib(), seconds);
   std::fflush(stdout);
   _exit(0);
 }

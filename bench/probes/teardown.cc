@@ -15,16 +15,6 @@
 
 namespace {
 
-long rss_mib() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  long pages = 0, rss = 0;
-  if (f) {
-    if (std::fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
-    std::fclose(f);
-  }
-  return rss * sysconf(_SC_PAGESIZE) >> 20;
-}
-
 double ns_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -59,7 +49,7 @@ int main(int argc, char** argv) {
       perm[j] = t;
     }
   }
-  const long base = rss_mib();
+  const long base = bench::rss_mib();
   auto t0 = std::chrono::steady_clock::now();
   for (long i = 0; i < n; i++) {
     const size_t size = 8 + rng.next() % 101;
@@ -68,11 +58,11 @@ int main(int argc, char** argv) {
     *static_cast<char*>(v[i]) = static_cast<char>(i);
   }
   const double alloc_ns = ns_since(t0) / static_cast<double>(n);
-  const long full = rss_mib();
+  const long full = bench::rss_mib();
   t0 = std::chrono::steady_clock::now();
   for (long i = 0; i < n; i++) std::free(v[perm[i]]);
   const double free_ns = ns_since(t0) / static_cast<double>(n);
-  const long after = rss_mib();
+  const long after = bench::rss_mib();
   t0 = std::chrono::steady_clock::now();
   while (ns_since(t0) < seconds * 1e9) {
     for (int i = 0; i < 20000; i++) {
@@ -84,7 +74,7 @@ int main(int argc, char** argv) {
   }
   std::printf("teardown %ld blocks, %s order: malloc %.1f ns, free %.1f ns; rss %ld MiB before, %ld built, "
               "%ld after the frees, %ld %.1f s later\n",
-              n, order, alloc_ns, free_ns, base, full, after, rss_mib(), seconds);
+              n, order, alloc_ns, free_ns, base, full, after, bench::rss_mib(), seconds);
   std::free(v);
   std::free(perm);
   return 0;

@@ -110,6 +110,17 @@ inline long minor_faults() {
   return ru.ru_minflt;
 }
 
+// Resident set size now, in MiB (/proc/self/statm), for the probes.
+inline long rss_mib() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  long pages = 0, rss = 0;
+  if (f) {
+    if (std::fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+    std::fclose(f);
+  }
+  return rss * sysconf(_SC_PAGESIZE) >> 20;
+}
+
 // Peak resident set of this process in KiB (VmHWM). The runner cannot take it from wait4:
 // a child's ru_maxrss also counts the parent's RSS from before exec. Read with plain
 // syscalls into a stack buffer so measuring does not allocate.

@@ -24,6 +24,24 @@ namespace {
 using hakmem_test::rss_kib;
 using hakmem_test::set_knob;
 
+// Keeps running (small allocations only) for up to 1.5 s, past the decay time, and expects
+// the RSS to come within 16 MiB of `base` meanwhile.
+void expect_rss_falls_back_while_running(long base, long full) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  long after = full;
+  while (std::chrono::steady_clock::now() < until) {
+    for (int i = 0; i < 20000; i++) {
+      void* volatile q = malloc(64);
+      free(q);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    after = rss_kib();
+    if (after - base < 16 * 1024) break;
+  }
+  EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, full " << full << " KiB, after " << after
+                                     << " KiB";
+}
+
 TEST(AllocDecay, RssFallsBackAfterABurstOfFrees) {
   set_knob("bundle.decay_ms", 100);
   set_knob("whale.decay_ms", 100);
@@ -44,20 +62,7 @@ TEST(AllocDecay, RssFallsBackAfterABurstOfFrees) {
   ASSERT_GT(full - base, 150 * 1024);
   for (void* p : v) free(p);
   v.clear();
-  // Keep running (small allocations only) past the decay time.
-  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
-  long after = full;
-  while (std::chrono::steady_clock::now() < until) {
-    for (int i = 0; i < 20000; i++) {
-      void* volatile q = malloc(64);
-      free(q);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    after = rss_kib();
-    if (after - base < 16 * 1024) break;
-  }
-  EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, full " << full << " KiB, after " << after
-                                     << " KiB";
+  expect_rss_falls_back_while_running(base, full);
 }
 
 // The same when the frees come in an order unlike the allocation order (a hash table or a
@@ -83,19 +88,7 @@ TEST(AllocDecay, RssFallsBackAfterFreesInAnyOrder) {
   for (size_t i = 0; i < kN; i++) free(v[(i * 7919) % kN]);  // 7919 is prime: each once
   v.clear();
   v.shrink_to_fit();
-  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
-  long after = full;
-  while (std::chrono::steady_clock::now() < until) {
-    for (int i = 0; i < 20000; i++) {
-      void* volatile q = malloc(64);
-      free(q);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    after = rss_kib();
-    if (after - base < 16 * 1024) break;
-  }
-  EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, full " << full << " KiB, after " << after
-                                     << " KiB";
+  expect_rss_falls_back_while_running(base, full);
 }
 
 // And when the thread that freed in scattered order then sleeps: no tick of its own can

@@ -154,22 +154,28 @@ TEST(AllocKnobs, TinyPrewarmRefillsWholeMagazines) {
 // With tiny.cap=128, the first malloc of a 768 B block wants 64 blocks (48 KiB, 12 pages);
 // it may carve 42 (32 KiB, 8 pages). bundle.decay_ms=0 purges freed pages at once, so every
 // page carved here is faulted in and counted.
-TEST(AllocKnobs, ARefillCarvesAtMost32KiBOfFreshBlocks) {
-  const uint64_t decay_ms = hakmem_test::get_knob("bundle.decay_ms");
-  set_knob("bundle.decay_ms", 0);
-  set_knob("tiny.cap", 128);
+// Page faults of the first malloc(n) of a new thread (its heap attached first).
+long faults_of_a_first_malloc(size_t n) {
   long faults = -1;
-  std::thread t([&faults] {
+  std::thread t([&faults, n] {
     void* first = kept(malloc(16));  // attaches the thread's heap first
     rusage r0{}, r1{};
     getrusage(RUSAGE_THREAD, &r0);
-    void* p = kept(malloc(768));
+    void* p = kept(malloc(n));
     getrusage(RUSAGE_THREAD, &r1);
     faults = r1.ru_minflt - r0.ru_minflt;
     free(p);
     free(first);
   });
   t.join();
+  return faults;
+}
+
+TEST(AllocKnobs, ARefillCarvesAtMost32KiBOfFreshBlocks) {
+  const uint64_t decay_ms = hakmem_test::get_knob("bundle.decay_ms");
+  set_knob("bundle.decay_ms", 0);
+  set_knob("tiny.cap", 128);
+  const long faults = faults_of_a_first_malloc(768);
   set_knob("tiny.cap", 0);
   set_knob("bundle.decay_ms", decay_ms);
   EXPECT_GE(faults, 6) << "the refill carved no fresh memory: the check below proves nothing";
@@ -181,18 +187,7 @@ TEST(AllocKnobs, ARefillCarvesAtMost32KiBOfFreshBlocks) {
 // wants 11 blocks but carves 2, and the blocks' first lines, written as they are carved,
 // fault in 2 pages (11 before).
 TEST(AllocKnobs, APoolRefillCarvesAtMost16KiBOfFreshBlocks) {
-  long faults = -1;
-  std::thread t([&faults] {
-    void* first = kept(malloc(16));  // attaches the thread's heap first
-    rusage r0{}, r1{};
-    getrusage(RUSAGE_THREAD, &r0);
-    void* p = kept(malloc(6000));
-    getrusage(RUSAGE_THREAD, &r1);
-    faults = r1.ru_minflt - r0.ru_minflt;
-    free(p);
-    free(first);
-  });
-  t.join();
+  const long faults = faults_of_a_first_malloc(6000);
   EXPECT_GE(faults, 1) << "the refill carved no fresh memory: the check below proves nothing";
   EXPECT_LE(faults, 4) << "a refill carved more than 16 KiB of fresh blocks";
 }
