@@ -171,7 +171,12 @@ void pool_free(Heap* h, void* p, PageDesc* pg) {
   uint32_t c = pg->cls;
   Magazine& m = h->pool[c];
   if (m.cap == 0) m.set_cap(pool_cap(c));
-  if (m.full()) pool_flush(h, c, m.cap / 2);
+  if (m.full()) {
+    pool_flush(h, c, m.cap / 2);
+    // Pages may have gone back to the arena; a thread that only frees never ticks, so the
+    // decay thread must return them (it starts once 8 MiB are cached).
+    decay_thread_maybe_start();
+  }
   cache_push(h, b, pg);
 }
 

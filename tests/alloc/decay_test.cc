@@ -91,21 +91,32 @@ TEST(AllocDecay, RssFallsBackAfterFreesInAnyOrder) {
   expect_rss_falls_back_while_running(base, full);
 }
 
+// Waits up to 3 s, allocating nothing, for the process to have n threads.
+bool threads_become(int n) {
+  for (int i = 0; i < 300 && harness::threads_now() != n; i++) usleep(10000);
+  return harness::threads_now() == n;
+}
+
 // And when the thread that freed in scattered order then sleeps: no tick of its own can
-// flush its magazine. Once it has freed a magazine's worth more than it allocated, the
-// magazine goes back to the slabs and stays empty; hakmem's decay thread returns the pages.
-TEST(AllocDecay, RssFallsBackWhenTheThreadThatFreedSleeps) {
+// flush its magazines or start the decay thread. A tiny magazine that has taken a
+// magazine's worth more frees than mallocs goes back to the slabs and stays empty; the
+// pages that empty, tiny or pool, start hakmem's decay thread, which returns them.
+void expect_rss_falls_back_when_the_thread_that_freed_sleeps(size_t size, size_t count) {
   set_knob("bundle.decay_ms", 100);
+  // Whatever ran before may have started the decay thread: stop it, so that these frees
+  // must start it again.
+  set_knob("decay.thread", 0);
+  ASSERT_TRUE(threads_become(1)) << "threads " << harness::threads_now() << " with decay.thread=0";
+  set_knob("decay.thread", 1);
   long base = rss_kib();
   std::atomic<bool> freed{false}, leave{false};
   std::thread t([&] {
-    constexpr size_t kN = 300000;  // 200 B each: 60 MiB of tiny blocks
-    std::vector<void*> v(kN);
+    std::vector<void*> v(count);
     for (auto& p : v) {
-      p = malloc(200);
-      memset(p, 1, 200);
+      p = malloc(size);
+      memset(p, 1, size);
     }
-    for (size_t i = 0; i < kN; i++) free(v[(i * 7919) % kN]);
+    for (size_t i = 0; i < count; i++) free(v[(i * 7919) % count]);  // 7919: prime, coprime to count
     v.clear();
     v.shrink_to_fit();
     freed = true;
@@ -120,8 +131,16 @@ TEST(AllocDecay, RssFallsBackWhenTheThreadThatFreedSleeps) {
   }
   leave = true;
   t.join();
-  EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, right after the frees " << full
+  EXPECT_LT(after - base, 16 * 1024) << size << " B: base " << base << " KiB, right after the frees " << full
                                      << " KiB, after " << after << " KiB";
+}
+
+TEST(AllocDecay, RssFallsBackWhenTheThreadThatFreedTinyBlocksSleeps) {
+  expect_rss_falls_back_when_the_thread_that_freed_sleeps(200, 300000);  // 60 MiB
+}
+
+TEST(AllocDecay, RssFallsBackWhenTheThreadThatFreedPoolBlocksSleeps) {
+  expect_rss_falls_back_when_the_thread_that_freed_sleeps(2000, 30000);  // 60 MiB
 }
 
 // The same when the program goes idle after the frees: no allocation drives the decay, so
@@ -147,12 +166,6 @@ TEST(AllocDecay, RssFallsBackWhileTheProgramIsIdle) {
   }
   EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, full " << full << " KiB, after " << after
                                      << " KiB";
-}
-
-// Waits up to 3 s, allocating nothing, for the process to have n threads.
-bool threads_become(int n) {
-  for (int i = 0; i < 300 && harness::threads_now() != n; i++) usleep(10000);
-  return harness::threads_now() == n;
 }
 
 // decay.thread switched on and off 200 times while two threads free bundle and whale
