@@ -134,9 +134,9 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
   if (!m.head) {
     thread_count(&h->ctl, Tier::Tiny, ThreadCounter::Misses, 1);
     h->tiny_direct[c] = 0;
-    // The refill ends a teardown's bypass (tiny_free_full): the capacity comes back at the
-    // knob's or the miss ceiling.
-    if (m.cap == 0) m.set_cap(h->knob_tiny_cap ? h->knob_tiny_cap : tiny_miss_cap(c));
+    // The refill ends a teardown's bypass (tiny_free_full): the capacity comes back as it
+    // was, the knob's or the ceiling, so that a slab's whole free list fits in one step.
+    if (m.cap == 0) m.set_cap(h->knob_tiny_cap ? h->knob_tiny_cap : tiny_max_cap(c));
     // Adaptive capacity: a class that misses again gets a bigger magazine.
     if (!h->knob_tiny_cap && m.cap < tiny_miss_cap(c)) m.set_cap(doubled(m.cap, tiny_miss_cap(c)));
     uint32_t want = h->knob_tiny_prewarm ? m.cap : (m.cap + 1) / 2;
@@ -265,11 +265,16 @@ __attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg)
 }  // namespace
 
 void tiny_free_full(Heap* h, Block* b, PageDesc* pg) noexcept {
-  slot_add(h->ctl.slot->tiny_class_frees[pg->cls], 1);
-  // The teardown bypass's common case first, with nothing to decide and no stack frame: in
-  // a loop freeing cold blocks, the fewer instructions per free, the more of their cache
-  // misses the core overlaps.
-  if (h->tiny[pg->cls].cap == 0 && pg->used > 1 && pg->in_avail) {
+  const uint32_t c = pg->cls;
+  slot_add(h->ctl.slot->tiny_class_frees[c], 1);
+  // The common case first, with nothing to decide and no stack frame: a magazine at its
+  // ceiling (or bypassed), a slab neither emptied nor new to the avail list, no bypass to
+  // start. In a loop freeing cold blocks, the fewer instructions per free, the more of
+  // their cache misses the core overlaps.
+  const Magazine& m = h->tiny[c];
+  const bool at_ceiling = m.cap == 0 || h->knob_tiny_cap || m.cap >= tiny_max_cap(c);
+  if (at_ceiling && pg->used > 1 && pg->in_avail && (m.cap == 0 || h->tiny_direct[c] + 1 < m.cap)) {
+    if (m.cap != 0) h->tiny_direct[c]++;
     b->cookie = block_cookie(b);
     b->next = pg->free;
     pg->free = b;
