@@ -149,6 +149,7 @@ void heap_refresh_knobs(Heap* h) {
       // A smaller capacity takes effect at once: the excess goes back to the slabs.
       if (h->tiny[c].count() > nc) tiny_flush(h, c, nc);
       h->tiny[c].set_cap(nc);
+      h->tiny_direct[c] = 0;  // a new capacity (or a new thread) starts the count afresh
     }
   }
 }
