@@ -152,6 +152,15 @@ inline uint32_t bundle_unit_of(const void* p) {
   return static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
 }
 
+// Puts the free block b, handed out from pg, back on pg's free list with its free cookie.
+// The caller holds whatever guards the page, as below.
+inline void page_free_push(PageDesc* pg, Block* b) {
+  b->cookie = block_cookie(b);
+  b->next = pg->free;
+  pg->free = b;
+  pg->used--;
+}
+
 // Moves blocks of the page into the magazine until `got` reaches `want`: first its free list,
 // then fresh blocks carved from its end, but carving only while `got` is below `carve_want`
 // (<= want). The caller holds whatever guards the page (its owner thread for tiny, the shard

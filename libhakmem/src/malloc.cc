@@ -170,22 +170,14 @@ bool pow2(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
 // calloc of a bundle size. A run none of whose units was handed out since it was mapped or
 // purged reads as zero already: clearing it would fault in every page of it, pages a
 // program that callocs a table and fills it sparsely never touches (git status: 129
-// faults in memset). A run from the thread's bin was in use: that one is cleared.
+// faults in memset). A run from the thread's bin was in use: bundle_malloc_slow says so,
+// and that one is cleared.
 __attribute__((noinline)) void* bundle_calloc(size_t n) {
-  Heap* h = t_heap;
-  const uint32_t u = bundle_units_of(n);
-  void* p;
   bool zero = false;
-  if (h != &g_empty_heap && h->bundle_count[u - kBundleMinUnits] != 0) {
-    p = bundle_bin_pop(h, u - kBundleMinUnits);
-    thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::Allocs, 1);
-    thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::AllocBytes, bundle_block_bytes(p, u));
-  } else {
-    int saved = errno;
-    p = bundle_malloc_slow(h, u, true, &zero);
-    errno = saved;
-    if (!p) return whale_path(n, 0, true);  // as malloc_mid_miss: a mapping of its own
-  }
+  int saved = errno;
+  void* p = bundle_malloc_slow(t_heap, bundle_units_of(n), true, &zero);
+  errno = saved;
+  if (!p) return whale_path(n, 0, true);  // as malloc_mid_miss: a mapping of its own
   if (!zero) memset(p, 0, n);
   return p;
 }

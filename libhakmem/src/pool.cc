@@ -161,10 +161,7 @@ void pool_free(Heap* h, void* p, PageDesc* pg) {
     // No thread cache (before attach or after teardown): straight back to the page.
     PoolShard& s = g_pool[pg->shard][pg->cls];
     LockGuard g(s.lock);
-    b->cookie = block_cookie(b);
-    b->next = pg->free;
-    pg->free = b;
-    pg->used--;
+    page_free_push(pg, b);
     if (!pg->in_avail) avail_push(s, pg);
     return;
   }

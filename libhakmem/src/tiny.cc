@@ -116,6 +116,12 @@ uint32_t tiny_miss_cap(uint32_t c) { return kMissCap.v[c]; }
 uint32_t tiny_max_cap(uint32_t c) { return kMaxCap.v[c]; }
 uint32_t doubled(uint32_t cap, uint32_t ceiling) { return cap * 2 > ceiling ? ceiling : cap * 2; }
 
+// Whether a full magazine of class c sends frees to the slabs rather than growing: it is in
+// a teardown's bypass (capacity 0), fixed by tiny.cap, or at its ceiling.
+bool magazine_at_ceiling(const Heap* h, const Magazine& m, uint32_t c) {
+  return m.cap == 0 || h->knob_tiny_cap || m.cap >= tiny_max_cap(c);
+}
+
 }  // namespace
 
 uint32_t tiny_cap_for(const Heap* h, uint32_t c) {
@@ -228,7 +234,7 @@ __attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg)
   Magazine& m = h->tiny[c];
   // Below its ceiling, a magazine that fills up grows (see tiny_miss_cap). Capacity 0 is
   // the bypass set below, which only a refill ends.
-  if (!h->knob_tiny_cap && m.cap != 0 && m.cap < tiny_max_cap(c)) {
+  if (!magazine_at_ceiling(h, m, c)) {
     m.set_cap(doubled(m.cap, tiny_max_cap(c)));
     return m.push(b);
   }
@@ -236,10 +242,7 @@ __attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg)
   // a free-heavy phase (a big structure torn down) then costs one push per block, where
   // flushing half the magazine walked every block's line twice more (perl dropping a hash
   // of a million strings took half as long again as with glibc).
-  b->cookie = block_cookie(b);
-  b->next = pg->free;
-  pg->free = b;
-  pg->used--;
+  page_free_push(pg, b);
   if (__builtin_expect(!pg->in_avail, 0)) avail_push(h, pg);
   bool released = false;
   if (__builtin_expect(pg->used == 0, 0)) {
@@ -272,14 +275,10 @@ void tiny_free_full(Heap* h, Block* b, PageDesc* pg) noexcept {
   // start. In a loop freeing cold blocks, the fewer instructions per free, the more of
   // their cache misses the core overlaps.
   const Magazine& m = h->tiny[c];
-  const bool at_ceiling = m.cap == 0 || h->knob_tiny_cap || m.cap >= tiny_max_cap(c);
-  if (at_ceiling && pg->used > 1 && pg->in_avail && (m.cap == 0 || h->tiny_direct[c] + 1 < m.cap)) {
+  if (magazine_at_ceiling(h, m, c) && pg->used > 1 && pg->in_avail &&
+      (m.cap == 0 || h->tiny_direct[c] + 1 < m.cap)) {
     if (m.cap != 0) h->tiny_direct[c]++;
-    b->cookie = block_cookie(b);
-    b->next = pg->free;
-    pg->free = b;
-    pg->used--;
-    return;
+    return page_free_push(pg, b);
   }
   free_full_decide(h, b, pg);
 }
