@@ -97,8 +97,10 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
       Magazine& m = tiny_mag(h, c8);
       const uintptr_t cookie = block_cookie(b);
       const uint32_t room = m.room;
+      // A full magazine is tested before the cookie is read: in a teardown the block is
+      // cold, and tiny_free_full may finish the free later rather than wait for its line.
+      if (HK_UNLIKELY(room == 0)) return tiny_free_full(h, b, pg);
       if (HK_LIKELY(b->cookie != cookie)) {
-        if (HK_UNLIKELY(room == 0)) return tiny_free_full(h, b, pg);
         b->next = m.head;
         b->cookie = cookie;
         m.head = b;

@@ -24,6 +24,9 @@ inline constexpr uint32_t kShards = 4;          // pool/arena lock shards
 // per operation a thread in a hot loop reaches the check well within a millisecond.
 inline constexpr uint64_t kTickOps = 4096;
 inline constexpr size_t kBundleCacheBytes = 2u << 20;  // per-thread bundle cache bound
+// Frees of a teardown's bypass finished this many frees late (tiny_free_full), so that
+// their blocks' lines arrive meanwhile. Bounds what they keep: that many blocks' pages.
+inline constexpr uint32_t kDelaySlots = 8;
 
 // Per-thread bundle bins: a short stack of run pointers per run length, kept in the heap, so
 // that caching a run never touches the run's own memory (whose first line shares the L1 set
@@ -55,6 +58,11 @@ struct Heap {
   Heap* next_abandoned;
   uint32_t index;                // creation order; picks the shard
   uint8_t live;                  // owned by a running thread (0 = abandoned / empty heap)
+  // Bypass frees waiting for their block's line (tiny_free_full): a ring filled in turn,
+  // null where empty. Only a teardown touches them, so they sit in the cold first KiB, at
+  // 512, clear of the colour lines.
+  alignas(512) Block* delay[kDelaySlots];
+  uint32_t delay_pos;
   alignas(1024) Magazine tiny[kTinyClasses];  // hot: the tiny fast path touches only these, tick and ctl
   ThreadCtl ctl;
   Magazine pool[kPoolClasses];
@@ -72,6 +80,7 @@ struct Heap {
   uint8_t knob_tiny_prewarm;
   uint8_t knob_pool_prewarm;
   uint8_t knob_bundle_prewarm;
+  uint8_t knob_abort_on_error;   // debug.abort_on_error: bypass frees are not delayed
   // Frees per class that found the magazine at its ceiling since its last refill.
   uint32_t tiny_direct[kTinyClasses];
   // heap_trim_idle: when the magazines were last looked at, and the head each had then.
@@ -137,10 +146,13 @@ bool process_ready();
 // Tiny tier (tiny.cc).
 void* tiny_malloc_slow(Heap* h, uint32_t c);
 void tiny_free_slow(Heap* h, void* p, PageDesc* pg);
-// A local free of a valid tiny block, not yet free, of a slab h owns, whose magazine is
-// full: the free fast path's tail call.
+// A local free of a valid tiny block of a slab h owns, whose magazine is full: the free
+// fast path's tail call, made before the block's cookie is read (it checks that itself).
 void tiny_free_full(Heap* h, Block* b, PageDesc* pg) noexcept;
 void tiny_flush(Heap* h, uint32_t c, uint32_t keep);
+// Finishes the bypass frees still waiting (tiny_free_full). Called before anything that
+// gives a magazine in bypass a capacity again, and wherever cached blocks go back.
+void tiny_drain_delayed(Heap* h);
 void tiny_heap_release(Heap* h);
 void tiny_heap_adopt(Heap* h);
 uint32_t tiny_cap_for(const Heap* h, uint32_t c);

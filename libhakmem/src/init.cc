@@ -142,7 +142,9 @@ void heap_refresh_knobs(Heap* h) {
   h->knob_tiny_prewarm = knob(proto::Knob::TinyPrewarm) != 0;
   h->knob_pool_prewarm = knob(proto::Knob::PoolPrewarm) != 0;
   h->knob_bundle_prewarm = knob(proto::Knob::BundlePrewarm) != 0;
+  h->knob_abort_on_error = knob(proto::Knob::AbortOnError) != 0;
   if (cap != h->knob_tiny_cap || h->tiny[0].cap == 0) {
+    tiny_drain_delayed(h);  // before a magazine in bypass gets a capacity again
     h->knob_tiny_cap = cap;
     for (uint32_t c = 0; c < kTinyClasses; c++) {
       uint32_t nc = tiny_cap_for(h, c);
@@ -173,6 +175,7 @@ namespace {
 void heap_trim_idle(Heap* h, uint64_t now) {
   if (h == &g_empty_heap || now - h->idle_check_ns < knob(proto::Knob::BundleDecayMs) * (1000000ull / 4)) return;
   h->idle_check_ns = now;
+  tiny_drain_delayed(h);
   for (uint32_t c = 0; c < kTinyClasses; c++) {
     if (h->tiny[c].head && h->tiny[c].head == h->tiny_seen[c]) tiny_flush(h, c, 0);
     h->tiny_seen[c] = h->tiny[c].head;

@@ -386,6 +386,7 @@ HK_EXPORT int malloc_trim(size_t) noexcept {
   int saved = errno;
   Heap* h = t_heap;
   if (h != &g_empty_heap) {
+    tiny_drain_delayed(h);
     for (uint32_t c = 0; c < kTinyClasses; c++) tiny_flush(h, c, 0);
     for (uint32_t c = 0; c < kPoolClasses; c++) pool_flush(h, c, 0);
     bundle_flush_all(h);

@@ -111,6 +111,7 @@ void apply_cap(size_t n, uint32_t cap) {
   if (n <= kTinyMax) {
     uint32_t c = tiny_class_of(n);
     if (h->tiny[c].cap == cap) return;
+    tiny_drain_delayed(h);  // the magazine may be in a teardown's bypass
     if (h->tiny[c].count() > cap) tiny_flush(h, c, cap);
     h->tiny[c].set_cap(cap);
   } else {

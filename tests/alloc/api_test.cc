@@ -506,7 +506,12 @@ TEST(AllocApi, DoubleFreeIsReportedPastAFullMagazine) {
   for (void* p : v) free(p);
   void* last = v.back();
   void (*volatile free_fn)(void*) = free;
-  std::string err = capture_stderr([&] { free_fn(last); });
+  // The magazine is in a teardown's bypass, whose frees finish up to 16 frees late: the
+  // next malloc of the class (a refill) finishes them first.
+  std::string err = capture_stderr([&] {
+    free_fn(last);
+    free_fn(malloc(48));
+  });
   EXPECT_NE(err.find("double free"), std::string::npos) << err;
   EXPECT_NE(err.find(hex(last)), std::string::npos) << err;
   std::set<void*> seen;
@@ -516,6 +521,64 @@ TEST(AllocApi, DoubleFreeIsReportedPastAFullMagazine) {
     memset(p, 4, 48);
   }
   for (void* p : v) free(p);
+}
+
+// 80-byte blocks, enough for a teardown's bypass (a magazine holds at most 1638), and 16
+// allocated after them. Returns one of the first that is freed late in the teardown and
+// shares its 64 KiB slab with one of the 16: the slab stays the thread's (an emptied one
+// goes back to the arena, where a second free of one of its blocks is seen at once).
+void* teardown_block_on_a_live_slab(std::vector<void*>& v, std::vector<void*>& later) {
+  v.resize(20000);
+  later.resize(16);
+  for (auto& p : v) p = malloc(80);
+  for (auto& p : later) p = malloc(80);
+  void* found = nullptr;
+  for (size_t i = v.size() / 2; i < v.size() - 32; i++) {
+    if ((reinterpret_cast<uintptr_t>(v[i]) >> 16) == (reinterpret_cast<uintptr_t>(later[0]) >> 16)) found = v[i];
+  }
+  return found;
+}
+
+// A teardown's bypass finishes each free 16 frees late (tiny_free_full). A second free of a
+// block is still seen within 16 more frees, with no malloc in between, and nothing is lost
+// or handed out twice.
+TEST(AllocApi, ADoubleFreeInATeardownIsReportedWithinSixteenFrees) {
+  std::vector<void*> v, later;
+  void* twice = teardown_block_on_a_live_slab(v, later);
+  ASSERT_NE(twice, nullptr) << "no block shares a slab with a later one";
+  for (void* p : v) free(p);
+  void (*volatile free_fn)(void*) = free;
+  std::string err = capture_stderr([&] {
+    free_fn(twice);
+    for (void* p : later) free_fn(p);
+  });
+  EXPECT_NE(err.find("double free"), std::string::npos) << err;
+  EXPECT_NE(err.find(hex(twice)), std::string::npos) << err;
+  std::set<void*> seen;
+  for (auto& p : v) {
+    p = malloc(80);
+    ASSERT_TRUE(seen.insert(p).second) << p << " handed out twice";
+    memset(p, 5, 80);
+  }
+  for (void* p : v) free(p);
+}
+
+// debug.abort_on_error stops at the faulty free itself, even in a teardown's bypass (whose
+// frees otherwise finish late): a backtrace of the abort must show the caller at fault.
+TEST(AllocApiDeathTest, AbortOnErrorAbortsAtTheDoubleFreeOfATeardown) {
+  EXPECT_DEATH(
+      {
+        set_knob("debug.abort_on_error", 1);
+        std::vector<void*> v;
+        std::vector<void*> later;
+        void* twice = teardown_block_on_a_live_slab(v, later);
+        if (!twice) _exit(0);
+        for (void* p : v) free(p);
+        void (*volatile free_fn)(void*) = free;
+        free_fn(twice);
+        _exit(0);  // a report any later than the free itself would not abort
+      },
+      "double free.*aborting: debug.abort_on_error=1");
 }
 
 }  // namespace
