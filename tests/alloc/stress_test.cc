@@ -114,6 +114,58 @@ TEST(AllocStress, CrossThreadFreesWithContentCookiesAcrossAllTiers) {
   EXPECT_EQ(bad.load(), 0);
 }
 
+// Round after round, a thread builds a structure far bigger than its magazines and tears
+// it down in scattered order (the bypass, whose frees finish late), while another thread
+// frees the other half of it, remotely, at the same time. Every block keeps its contents
+// while it is live, and no block is handed out twice: live blocks never overlap.
+TEST(AllocStress, TeardownsRacingRemoteFreesKeepContents) {
+  constexpr int kRounds = 6;
+  constexpr size_t kBlocks = 60000;
+  std::atomic<long> bad{0};
+  std::vector<void*> remote;
+  std::atomic<int> phase{0};  // odd: `remote` is the other thread's to verify and free
+  std::thread other([&] {
+    for (int round = 0; round < kRounds; round++) {
+      while (phase.load(std::memory_order_acquire) != 2 * round + 1) std::this_thread::yield();
+      for (void* p : remote) {
+        if (verify(p) == 0) bad++;
+        free(p);
+      }
+      phase.store(2 * round + 2, std::memory_order_release);
+    }
+  });
+  Rng r{12345};
+  for (int round = 0; round < kRounds; round++) {
+    std::vector<void*> v(kBlocks);
+    for (auto& p : v) {
+      const size_t n = 96 + r.next() % 100;  // 7 classes: over twice each magazine's ceiling
+      p = malloc(n);
+      if (!p) {
+        bad++;
+        continue;
+      }
+      stamp(p, n);
+    }
+    // Overlapping live blocks would have damaged each other's patterns.
+    for (void* p : v) {
+      if (p && verify(p) == 0) bad++;
+    }
+    remote.clear();
+    std::vector<void*> local;
+    for (size_t i = 0; i < kBlocks; i++) (i % 2 ? remote : local).push_back(v[i]);
+    phase.store(2 * round + 1, std::memory_order_release);
+    for (size_t i = 0; i < local.size(); i++) {
+      void* p = local[(i * 7919) % local.size()];
+      if (!p) continue;
+      if (verify(p) == 0) bad++;
+      free(p);
+    }
+    while (phase.load(std::memory_order_acquire) != 2 * round + 2) std::this_thread::yield();
+  }
+  other.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
 TEST(AllocStress, ThreadChurnWithBlocksOutlivingTheirThreads) {
   constexpr int kRounds = 40, kPerRound = 8, kBlocks = 300;
   std::vector<void*> survivors;
