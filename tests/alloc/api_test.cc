@@ -495,6 +495,17 @@ TEST(AllocApi, DoubleFreeIsReportedInEveryTier) {
 
 // Frees that find the magazine full go straight back to their slab: a second free of such a
 // block is still seen, and the slab then hands out every block once.
+// Mallocs v.size() blocks of n bytes into v, none of them handed out twice, then frees them.
+void expect_each_block_once(std::vector<void*>& v, size_t n) {
+  std::set<void*> seen;
+  for (auto& p : v) {
+    p = malloc(n);
+    ASSERT_TRUE(seen.insert(p).second) << p << " handed out twice";
+    memset(p, 4, n);
+  }
+  for (void* p : v) free(p);
+}
+
 TEST(AllocApi, DoubleFreeIsReportedPastAFullMagazine) {
   constexpr size_t kN = 20000;  // 48-byte blocks: a magazine holds at most 2730
   std::vector<void*> v(kN);
@@ -506,7 +517,7 @@ TEST(AllocApi, DoubleFreeIsReportedPastAFullMagazine) {
   for (void* p : v) free(p);
   void* last = v.back();
   void (*volatile free_fn)(void*) = free;
-  // The magazine is in a teardown's bypass, whose frees finish up to 16 frees late: the
+  // The magazine is in a teardown's bypass, whose frees finish up to 8 frees late: the
   // next malloc of the class (a refill) finishes them first.
   std::string err = capture_stderr([&] {
     free_fn(last);
@@ -514,22 +525,16 @@ TEST(AllocApi, DoubleFreeIsReportedPastAFullMagazine) {
   });
   EXPECT_NE(err.find("double free"), std::string::npos) << err;
   EXPECT_NE(err.find(hex(last)), std::string::npos) << err;
-  std::set<void*> seen;
-  for (auto& p : v) {
-    p = malloc(48);
-    ASSERT_TRUE(seen.insert(p).second) << p << " handed out twice";
-    memset(p, 4, 48);
-  }
-  for (void* p : v) free(p);
+  expect_each_block_once(v, 48);
 }
 
-// 80-byte blocks, enough for a teardown's bypass (a magazine holds at most 1638), and 16
+// 80-byte blocks, enough for a teardown's bypass (a magazine holds at most 1638), and 8
 // allocated after them. Returns one of the first that is freed late in the teardown and
-// shares its 64 KiB slab with one of the 16: the slab stays the thread's (an emptied one
+// shares its 64 KiB slab with one of the 8: the slab stays the thread's (an emptied one
 // goes back to the arena, where a second free of one of its blocks is seen at once).
 void* teardown_block_on_a_live_slab(std::vector<void*>& v, std::vector<void*>& later) {
   v.resize(20000);
-  later.resize(16);
+  later.resize(8);
   for (auto& p : v) p = malloc(80);
   for (auto& p : later) p = malloc(80);
   void* found = nullptr;
@@ -539,10 +544,10 @@ void* teardown_block_on_a_live_slab(std::vector<void*>& v, std::vector<void*>& l
   return found;
 }
 
-// A teardown's bypass finishes each free 16 frees late (tiny_free_full). A second free of a
-// block is still seen within 16 more frees, with no malloc in between, and nothing is lost
+// A teardown's bypass finishes each free 8 frees late (tiny_free_full). A second free of a
+// block is still seen within 8 more frees, with no malloc in between, and nothing is lost
 // or handed out twice.
-TEST(AllocApi, ADoubleFreeInATeardownIsReportedWithinSixteenFrees) {
+TEST(AllocApi, ADoubleFreeInATeardownIsReportedWithinEightFrees) {
   std::vector<void*> v, later;
   void* twice = teardown_block_on_a_live_slab(v, later);
   ASSERT_NE(twice, nullptr) << "no block shares a slab with a later one";
@@ -554,13 +559,7 @@ TEST(AllocApi, ADoubleFreeInATeardownIsReportedWithinSixteenFrees) {
   });
   EXPECT_NE(err.find("double free"), std::string::npos) << err;
   EXPECT_NE(err.find(hex(twice)), std::string::npos) << err;
-  std::set<void*> seen;
-  for (auto& p : v) {
-    p = malloc(80);
-    ASSERT_TRUE(seen.insert(p).second) << p << " handed out twice";
-    memset(p, 5, 80);
-  }
-  for (void* p : v) free(p);
+  expect_each_block_once(v, 80);
 }
 
 // debug.abort_on_error stops at the faulty free itself, even in a teardown's bypass (whose
