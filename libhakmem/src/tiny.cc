@@ -304,7 +304,7 @@ void tiny_free_full(Heap* h, Block* b, PageDesc* pg) noexcept {
   // double-free check's load would hold every later instruction until the line arrives: a
   // few frees in flight at most. So the line is requested now and the free is finished
   // kDelaySlots frees later, by when it is here, and the misses of many frees overlap (a
-  // million blocks freed in scattered order: 75 ns per free -> 56, medians of 5; in
+  // million blocks freed in scattered order: 85 ns per free -> 48, medians of 5; in
   // allocation order the same 8 ns). The block waits on no list and cannot be handed
   // out meanwhile. A second free of it is seen once the first one finishes and the block
   // carries its cookie: at most kDelaySlots frees or one refill later, as anything that
