@@ -99,7 +99,7 @@ __attribute__((always_inline)) inline void free_inline(void* p) {
       const uint32_t room = m.room;
       // A full magazine is tested before the cookie is read: in a teardown the block is
       // cold, and tiny_free_full may finish the free later rather than wait for its line.
-      if (HK_UNLIKELY(room == 0)) return tiny_free_full(h, b, pg);
+      if (HK_UNLIKELY(room == 0)) return tiny_free_full(h, b, pg, m);
       if (HK_LIKELY(b->cookie != cookie)) {
         b->next = m.head;
         b->cookie = cookie;

@@ -58,10 +58,14 @@ struct Heap {
   Heap* next_abandoned;
   uint32_t index;                // creation order; picks the shard
   uint8_t live;                  // owned by a running thread (0 = abandoned / empty heap)
-  // Bypass frees waiting for their block's line (tiny_free_full): a ring filled in turn,
-  // null where empty. Only a teardown touches them, so they sit in the cold first KiB, at
-  // 512, clear of the colour lines.
-  alignas(512) Block* delay[kDelaySlots];
+  // Bypass frees waiting for their block's line (tiny_free_full): a ring of blocks and their
+  // slabs, filled in turn, null where empty. Only a teardown touches them, so they sit in
+  // the cold first KiB, at 512, clear of the colour lines.
+  struct Delayed {
+    Block* b;
+    PageDesc* pg;
+  };
+  alignas(512) Delayed delay[kDelaySlots];
   uint32_t delay_pos;
   alignas(1024) Magazine tiny[kTinyClasses];  // hot: the tiny fast path touches only these, tick and ctl
   ThreadCtl ctl;
@@ -146,9 +150,9 @@ bool process_ready();
 // Tiny tier (tiny.cc).
 void* tiny_malloc_slow(Heap* h, uint32_t c);
 void tiny_free_slow(Heap* h, void* p, PageDesc* pg);
-// A local free of a valid tiny block of a slab h owns, whose magazine is full: the free
+// A local free of a valid tiny block of a slab h owns, whose magazine m is full: the free
 // fast path's tail call, made before the block's cookie is read (it checks that itself).
-void tiny_free_full(Heap* h, Block* b, PageDesc* pg) noexcept;
+void tiny_free_full(Heap* h, Block* b, PageDesc* pg, const Magazine& m) noexcept;
 void tiny_flush(Heap* h, uint32_t c, uint32_t keep);
 // Finishes the bypass frees still waiting (tiny_free_full). Called before anything that
 // gives a magazine in bypass a capacity again, and wherever cached blocks go back.

@@ -221,7 +221,7 @@ void tiny_free_slow(Heap* h, void* p, PageDesc* pg) {
     return;
   }
   Magazine& m = h->tiny[c];
-  if (m.full()) return tiny_free_full(h, b, pg);
+  if (m.full()) return tiny_free_full(h, b, pg, m);
   m.push(b);
   slot_add(h->ctl.slot->tiny_class_frees[c], 1);
 }
@@ -268,8 +268,7 @@ __attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg)
 
 // A free whose double-free check and slab push waited kDelaySlots frees for the block's
 // line (tiny_free_full): those steps, now that the line is (most likely) in cache.
-void free_delayed(Heap* h, Block* b) {
-  PageDesc* pg = page_desc_of(b);
+void free_delayed(Heap* h, Block* b, PageDesc* pg) {
   const uintptr_t cookie = block_cookie(b);
   if (b->cookie == cookie) return control_report_double_free("free", b);
   auto& frees = h->ctl.slot->tiny_class_frees[pg->cls];
@@ -289,17 +288,15 @@ void free_delayed(Heap* h, Block* b) {
 void tiny_drain_delayed(Heap* h) {
   // Each slot is cleared before its free: free_full_decide may start the decay thread,
   // whose creation may allocate and so come back here.
-  for (uint32_t i = 0; i < kDelaySlots; i++) {
-    if (Block* b = h->delay[i]) {
-      h->delay[i] = nullptr;
-      free_delayed(h, b);
+  for (Heap::Delayed& d : h->delay) {
+    if (Block* b = d.b) {
+      d.b = nullptr;
+      free_delayed(h, b, d.pg);
     }
   }
 }
 
-void tiny_free_full(Heap* h, Block* b, PageDesc* pg) noexcept {
-  const uint32_t c = pg->cls;
-  const Magazine& m = h->tiny[c];
+void tiny_free_full(Heap* h, Block* b, PageDesc* pg, const Magazine& m) noexcept {
   // In a teardown's bypass the block is cold (a structure freed in whatever order), and the
   // double-free check's load would hold every later instruction until the line arrives: a
   // few frees in flight at most. So the line is requested now and the free is finished
@@ -312,12 +309,13 @@ void tiny_free_full(Heap* h, Block* b, PageDesc* pg) noexcept {
   // the abort at the faulty free, so it turns the delay off.
   if (m.cap == 0 && !h->knob_abort_on_error) {
     __builtin_prefetch(b, 1);
-    const uint32_t i = h->delay_pos++ % kDelaySlots;
-    Block* old = h->delay[i];
-    h->delay[i] = b;
-    if (old) free_delayed(h, old);
+    Heap::Delayed& d = h->delay[h->delay_pos++ % kDelaySlots];
+    const Heap::Delayed old = d;
+    d = {b, pg};
+    if (old.b) free_delayed(h, old.b, old.pg);
     return;
   }
+  const uint32_t c = pg->cls;
   if (__builtin_expect(b->cookie == block_cookie(b), 0)) return control_report_double_free("free", b);
   slot_add(h->ctl.slot->tiny_class_frees[c], 1);
   // The common case first, with nothing to decide: a magazine at its ceiling, a slab neither
