@@ -269,14 +269,10 @@ __attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg)
 // A free whose double-free check and slab push waited kDelaySlots frees for the block's
 // line (tiny_free_full): those steps, now that the line is (most likely) in cache.
 void free_delayed(Heap* h, Block* b, PageDesc* pg) {
-  const uintptr_t cookie = block_cookie(b);
-  if (b->cookie == cookie) return control_report_double_free("free", b);
+  if (b->cookie == block_cookie(b)) return control_report_double_free("free", b);
   auto& frees = h->ctl.slot->tiny_class_frees[pg->cls];
   if (pg->used > 1 && pg->in_avail) {
-    b->cookie = cookie;
-    b->next = pg->free;
-    pg->free = b;
-    pg->used--;
+    page_free_push(pg, b);
     return slot_add(frees, 1);
   }
   slot_add(frees, 1);
