@@ -87,6 +87,9 @@ struct Heap {
   uint8_t knob_abort_on_error;   // debug.abort_on_error: bypass frees are not delayed
   // Frees per class that found the magazine at its ceiling since its last refill.
   uint32_t tiny_direct[kTinyClasses];
+  // Doublings of each class's ceiling (tiny.cc, tiny_max_cap): a thread that comes back for
+  // blocks after its frees overflowed the magazine at its ceiling raises it.
+  uint8_t tiny_boost[kTinyClasses];
   // heap_trim_idle: when the magazines were last looked at, and the head each had then.
   uint64_t idle_check_ns;
   Block* tiny_seen[kTinyClasses];
@@ -154,6 +157,9 @@ void tiny_free_slow(Heap* h, void* p, PageDesc* pg);
 // fast path's tail call, made before the block's cookie is read (it checks that itself).
 void tiny_free_full(Heap* h, Block* b, PageDesc* pg, const Magazine& m) noexcept;
 void tiny_flush(Heap* h, uint32_t c, uint32_t keep);
+// heap_trim_idle's flush of a magazine the thread stopped using: its blocks go back to the
+// slabs and its ceiling back to the base one.
+void tiny_flush_idle(Heap* h, uint32_t c);
 // Finishes the bypass frees still waiting (tiny_free_full). Called before anything that
 // gives a magazine in bypass a capacity again, and wherever cached blocks go back.
 void tiny_drain_delayed(Heap* h);

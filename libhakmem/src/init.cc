@@ -152,6 +152,7 @@ void heap_refresh_knobs(Heap* h) {
       if (h->tiny[c].count() > nc) tiny_flush(h, c, nc);
       h->tiny[c].set_cap(nc);
       h->tiny_direct[c] = 0;  // a new capacity (or a new thread) starts the count afresh
+      h->tiny_boost[c] = 0;
     }
   }
 }
@@ -177,7 +178,7 @@ void heap_trim_idle(Heap* h, uint64_t now) {
   h->idle_check_ns = now;
   tiny_drain_delayed(h);
   for (uint32_t c = 0; c < kTinyClasses; c++) {
-    if (h->tiny[c].head && h->tiny[c].head == h->tiny_seen[c]) tiny_flush(h, c, 0);
+    if (h->tiny[c].head && h->tiny[c].head == h->tiny_seen[c]) tiny_flush_idle(h, c);
     h->tiny_seen[c] = h->tiny[c].head;
   }
   for (uint32_t c = 0; c < kPoolClasses; c++) {

@@ -93,40 +93,54 @@ void drain_ready(Heap* h) {
 // Fresh blocks carved per refill, at most (32 KiB: 2048 blocks of 16 B, 32 of 1 KiB).
 constexpr size_t kTinyCarveBytes = 32 * 1024;
 
-// Adaptive capacity, in blocks of each class for `bytes` of them (16 to 4096 blocks): a
+// Adaptive capacity, in blocks of each class for `bytes` of them (16 to `most` blocks): a
 // table, so that the full-magazine free divides nothing.
 struct CapTable {
   uint32_t v[kTinyClasses];
-  constexpr explicit CapTable(size_t bytes) : v{} {
+  constexpr explicit CapTable(size_t bytes, size_t most = 4096) : v{} {
     for (uint32_t c = 0; c < kTinyClasses; c++) {
       const size_t m = bytes / kTinyClassSize[c];
-      v[c] = m < 16 ? 16 : (m > 4096 ? 4096 : static_cast<uint32_t>(m));
+      v[c] = m < 16 ? 16 : (m > most ? static_cast<uint32_t>(most) : static_cast<uint32_t>(m));
     }
   }
 };
-constexpr CapTable kMissCap(32 * 1024), kMaxCap(128 * 1024);
+constexpr CapTable kMissCap(32 * 1024), kMaxCap(128 * 1024), kBoostCap(1024 * 1024, 65536);
+constexpr uint8_t kMaxBoost = 4;  // 16 B: 4096 blocks << 4 = 1 MiB
 // Misses (an empty magazine) double it up to 32 KiB of blocks per class: a refill's worth
 // is then 16 KiB, plenty to amortise one. Frees that find it full double it further, up to
-// 128 KiB: a magazine that holds a program's whole working set of a class (thousands of
-// live small strings) spares it a flush and a refill per object. A thread that only
-// allocates (a producer whose blocks other threads free) misses on every refill but never
-// overflows, so it stays at the lower ceiling; with one ceiling of 128 KiB such a thread kept
-// up to two idle slabs per class (xmalloc: 48 slabs, peak RSS 5.8 MiB against 5.0).
+// the ceiling, 128 KiB: a magazine that holds a program's whole working set of a class
+// (thousands of live small strings) spares it a flush and a refill per object. A thread
+// that only allocates (a producer whose blocks other threads free) misses on every refill
+// but never overflows, so it stays at the lower bound; with one ceiling of 128 KiB such a
+// thread kept up to two idle slabs per class (xmalloc: 48 slabs, peak RSS 5.8 MiB against
+// 5.0).
+//
+// A thread whose frees overflowed the magazine at its ceiling and that then misses, coming
+// back for the blocks, is building and freeing a structure bigger than the ceiling round
+// after round (a request's tree, a compiler's function). Each such miss doubles the
+// ceiling, up to 1 MiB of blocks, until the round fits: past the ceiling, every free went
+// to the slabs one by one and half the round was flushed back from the magazine, and each
+// round then cost 1.3-1.7 times mimalloc's. A single teardown followed by nothing never
+// raises it, and heap_trim_idle lowers it again once the thread stops using the class, so
+// what a sleeping thread's magazine can hold grows only for a round it repeated.
 uint32_t tiny_miss_cap(uint32_t c) { return kMissCap.v[c]; }
-uint32_t tiny_max_cap(uint32_t c) { return kMaxCap.v[c]; }
+uint32_t tiny_max_cap(const Heap* h, uint32_t c) {
+  const uint32_t v = kMaxCap.v[c] << h->tiny_boost[c];
+  return v < kBoostCap.v[c] ? v : kBoostCap.v[c];
+}
 uint32_t doubled(uint32_t cap, uint32_t ceiling) { return cap * 2 > ceiling ? ceiling : cap * 2; }
 
 // Whether a full magazine of class c sends frees to the slabs rather than growing: it is in
 // a teardown's bypass (capacity 0), fixed by tiny.cap, or at its ceiling.
 bool magazine_at_ceiling(const Heap* h, const Magazine& m, uint32_t c) {
-  return m.cap == 0 || h->knob_tiny_cap || m.cap >= tiny_max_cap(c);
+  return m.cap == 0 || h->knob_tiny_cap || m.cap >= tiny_max_cap(h, c);
 }
 
 }  // namespace
 
 uint32_t tiny_cap_for(const Heap* h, uint32_t c) {
   if (h->knob_tiny_cap) return h->knob_tiny_cap;
-  uint32_t m = tiny_max_cap(c);
+  uint32_t m = kMaxCap.v[c];
   return m < 16 ? m : 16;  // adaptive: start small, grow on misses and full frees
 }
 
@@ -139,11 +153,16 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
   heap_tick(h);  // every refill is a slow path anyway: a chance to see knob changes
   if (!m.head) {
     thread_count(&h->ctl, Tier::Tiny, ThreadCounter::Misses, 1);
+    // Frees that overflowed the magazine at its ceiling since the last miss, and now a miss:
+    // a round bigger than the ceiling (see kBoostCap).
+    if ((h->tiny_direct[c] != 0 || m.cap == 0) && !h->knob_tiny_cap && h->tiny_boost[c] < kMaxBoost) {
+      h->tiny_boost[c]++;
+    }
     h->tiny_direct[c] = 0;
     tiny_drain_delayed(h);
     // The refill ends a teardown's bypass (tiny_free_full): the capacity comes back as it
     // was, the knob's or the ceiling, so that a slab's whole free list fits in one step.
-    if (m.cap == 0) m.set_cap(h->knob_tiny_cap ? h->knob_tiny_cap : tiny_max_cap(c));
+    if (m.cap == 0) m.set_cap(h->knob_tiny_cap ? h->knob_tiny_cap : tiny_max_cap(h, c));
     // Adaptive capacity: a class that misses again gets a bigger magazine.
     if (!h->knob_tiny_cap && m.cap < tiny_miss_cap(c)) m.set_cap(doubled(m.cap, tiny_miss_cap(c)));
     uint32_t want = h->knob_tiny_prewarm ? m.cap : (m.cap + 1) / 2;
@@ -195,6 +214,13 @@ void tiny_flush(Heap* h, uint32_t c, uint32_t keep) {
   return_chain(h, chain);
 }
 
+void tiny_flush_idle(Heap* h, uint32_t c) {
+  tiny_flush(h, c, 0);
+  h->tiny_boost[c] = 0;
+  Magazine& m = h->tiny[c];
+  if (!h->knob_tiny_cap && m.cap > tiny_max_cap(h, c)) m.set_cap(tiny_max_cap(h, c));
+}
+
 void tiny_free_slow(Heap* h, void* p, PageDesc* pg) {
   uintptr_t a = reinterpret_cast<uintptr_t>(p);
   if (pg->kind == kPagePool) return pool_free(h, p, pg);
@@ -236,7 +262,7 @@ __attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg)
   // Below its ceiling, a magazine that fills up grows (see tiny_miss_cap). Capacity 0 is
   // the bypass set below, which a refill ends (or a capacity from a knob or a site rule).
   if (!magazine_at_ceiling(h, m, c)) {
-    m.set_cap(doubled(m.cap, tiny_max_cap(c)));
+    m.set_cap(doubled(m.cap, tiny_max_cap(h, c)));
     return m.push(b);
   }
   // At it, the block goes straight back onto its slab, as if the magazine were not there:

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -89,6 +90,60 @@ TEST(AllocKnobs, LocalFreesGrowTheMagazineToHoldTheWorkingSet) {
   });
   t.join();
   EXPECT_EQ(late_misses, 0u);
+}
+
+// One round of a working set bigger than the magazine's ceiling (6000 blocks of 64 B, 375
+// KiB: mallocs, then frees in scattered order); returns the tiny misses it took.
+uint64_t big_round(std::vector<void*>& v) {
+  const uint64_t before = stats().tier[HAKMEM_TIER_TINY].misses;
+  for (auto& p : v) p = kept(malloc(64));
+  for (size_t i = 0; i < v.size(); i++) free(v[(i * 7919) % v.size()]);
+  return stats().tier[HAKMEM_TIER_TINY].misses - before;
+}
+
+// Rounds bigger than the ceiling (128 KiB of blocks) raise it: each miss that follows frees
+// which overflowed the magazine doubles it, so after a few rounds the whole round fits and
+// the later rounds need no refill at all. Without that, each round overflowed 2048 blocks
+// to the slabs and refilled them (a refill at most every 2048 mallocs).
+TEST(AllocKnobs, RoundsBiggerThanTheCeilingRaiseIt) {
+  uint64_t first = 0, late = 0;
+  std::thread t([&] {
+    std::vector<void*> v(6000);
+    for (int round = 0; round < 10; round++) {
+      const uint64_t misses = big_round(v);
+      if (round == 1) first = misses;
+      if (round >= 6) late += misses;
+    }
+  });
+  t.join();
+  EXPECT_GE(first, 2u);  // the second round still overflows and refills
+  EXPECT_EQ(late, 0u);
+}
+
+// The raised ceiling lasts while the thread uses the class. Once the magazine has not moved
+// for a quarter of bundle.decay_ms, heap_trim_idle flushes it and lowers the ceiling again,
+// so a second round after that refills once more.
+TEST(AllocKnobs, AnIdleClassGoesBackToTheBaseCeiling) {
+  uint64_t busy = 0, after_idle = 0;
+  std::thread t([&] {
+    std::vector<void*> v(6000);
+    for (int round = 0; round < 8; round++) big_round(v);
+    // A refill of another class runs the periodic check; without a pause the 64 B magazine
+    // moved in between (the check is not due yet), and it keeps its ceiling.
+    free(kept(malloc(200)));
+    busy = big_round(v);
+    set_knob("bundle.decay_ms", 40);  // the idle check every 10 ms
+    for (size_t size : {300, 400, 500}) {  // three refills, 15 ms apart, each a check
+      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+      free(kept(malloc(size)));
+    }
+    set_knob("bundle.decay_ms", 1000);
+    big_round(v);  // refills the flushed magazine
+    after_idle = big_round(v);
+  });
+  t.join();
+  EXPECT_EQ(busy, 0u);
+  EXPECT_GE(after_idle, 2u);
 }
 
 // A thread that only allocates (another thread frees its blocks) misses on every refill but
