@@ -87,9 +87,9 @@ struct Heap {
   uint8_t knob_abort_on_error;   // debug.abort_on_error: bypass frees are not delayed
   // Frees per class that found the magazine at its ceiling since its last refill.
   uint32_t tiny_direct[kTinyClasses];
-  // Doublings of each class's ceiling (tiny.cc, tiny_max_cap): a thread that comes back for
-  // blocks after its frees overflowed the magazine at its ceiling raises it.
-  uint8_t tiny_boost[kTinyClasses];
+  // The capacity up to which frees grow each class's magazine (tiny.cc, kBoostCap): a
+  // thread that comes back for blocks after its frees overflowed it raises it.
+  uint32_t tiny_ceiling[kTinyClasses];
   // heap_trim_idle: when the magazines were last looked at, and the head each had then.
   uint64_t idle_check_ns;
   Block* tiny_seen[kTinyClasses];
@@ -166,6 +166,8 @@ void tiny_drain_delayed(Heap* h);
 void tiny_heap_release(Heap* h);
 void tiny_heap_adopt(Heap* h);
 uint32_t tiny_cap_for(const Heap* h, uint32_t c);
+// The ceiling of class c's magazine before any round raised it.
+uint32_t tiny_base_ceiling(uint32_t c);
 
 // Pool tier (pool.cc).
 void* pool_malloc_slow(Heap* h, uint32_t c);

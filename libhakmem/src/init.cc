@@ -152,7 +152,7 @@ void heap_refresh_knobs(Heap* h) {
       if (h->tiny[c].count() > nc) tiny_flush(h, c, nc);
       h->tiny[c].set_cap(nc);
       h->tiny_direct[c] = 0;  // a new capacity (or a new thread) starts the count afresh
-      h->tiny_boost[c] = 0;
+      h->tiny_ceiling[c] = tiny_base_ceiling(c);
     }
   }
 }

@@ -114,6 +114,7 @@ void apply_cap(size_t n, uint32_t cap) {
     tiny_drain_delayed(h);  // the magazine may be in a teardown's bypass
     if (h->tiny[c].count() > cap) tiny_flush(h, c, cap);
     h->tiny[c].set_cap(cap);
+    h->tiny_direct[c] = 0;  // counts from the new capacity (and out of a bypass)
   } else {
     uint32_t c = pool_class_of(n);
     if (h->pool[c].cap == cap) return;

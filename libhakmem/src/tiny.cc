@@ -104,8 +104,7 @@ struct CapTable {
     }
   }
 };
-constexpr CapTable kMissCap(32 * 1024), kMaxCap(128 * 1024), kBoostCap(1024 * 1024, 65536);
-constexpr uint8_t kMaxBoost = 4;  // 16 B: 4096 blocks << 4 = 1 MiB
+constexpr CapTable kMissCap(32 * 1024), kMaxCap(128 * 1024), kBoostCap(1024 * 1024, 16384);
 // Misses (an empty magazine) double it up to 32 KiB of blocks per class: a refill's worth
 // is then 16 KiB, plenty to amortise one. Frees that find it full double it further, up to
 // the ceiling, 128 KiB: a magazine that holds a program's whole working set of a class
@@ -117,16 +116,27 @@ constexpr uint8_t kMaxBoost = 4;  // 16 B: 4096 blocks << 4 = 1 MiB
 //
 // A thread whose frees overflowed the magazine at its ceiling and that then misses, coming
 // back for the blocks, is building and freeing a structure bigger than the ceiling round
-// after round (a request's tree, a compiler's function). Each such miss doubles the
-// ceiling, up to 1 MiB of blocks, until the round fits: past the ceiling, every free went
-// to the slabs one by one and half the round was flushed back from the magazine, and each
-// round then cost 1.3-1.7 times mimalloc's. A single teardown followed by nothing never
-// raises it, and heap_trim_idle lowers it again once the thread stops using the class, so
-// what a sleeping thread's magazine can hold grows only for a round it repeated.
+// after round (a request's tree, a compiler's function). Such a miss raises the ceiling
+// so that the last round fits, up to 1 MiB of blocks (raise_ceiling): past the ceiling,
+// every free went to the slabs one by one and half the round was flushed back from the
+// magazine, and each round then cost 1.3-1.7 times mimalloc's. A bigger round gets the
+// base ceiling back: it would not fit anyway, and a bigger magazine only makes the flush
+// of its teardown bigger. A single teardown followed by nothing never raises it, and
+// heap_trim_idle lowers it again once the thread stops using the class, so what a sleeping
+// thread's magazine can hold grows only for a round it repeated.
 uint32_t tiny_miss_cap(uint32_t c) { return kMissCap.v[c]; }
-uint32_t tiny_max_cap(const Heap* h, uint32_t c) {
-  const uint32_t v = kMaxCap.v[c] << h->tiny_boost[c];
-  return v < kBoostCap.v[c] ? v : kBoostCap.v[c];
+uint32_t tiny_max_cap(const Heap* h, uint32_t c) { return h->tiny_ceiling[c]; }
+// The last round took a magazine at the ceiling and tiny_direct frees past it: the ceiling
+// becomes the smallest doubling of the base one that holds such a round. A round too big
+// for kBoostCap gets the base ceiling back, so that its teardown's flush stays small.
+void raise_ceiling(Heap* h, uint32_t c) {
+  const uint64_t round = uint64_t{h->tiny_ceiling[c]} + h->tiny_direct[c];
+  uint32_t ceiling = kMaxCap.v[c];
+  if (round <= kBoostCap.v[c]) {
+    while (ceiling < round) ceiling *= 2;
+    if (ceiling > kBoostCap.v[c]) ceiling = kBoostCap.v[c];
+  }
+  h->tiny_ceiling[c] = ceiling;
 }
 uint32_t doubled(uint32_t cap, uint32_t ceiling) { return cap * 2 > ceiling ? ceiling : cap * 2; }
 
@@ -137,6 +147,8 @@ bool magazine_at_ceiling(const Heap* h, const Magazine& m, uint32_t c) {
 }
 
 }  // namespace
+
+uint32_t tiny_base_ceiling(uint32_t c) { return kMaxCap.v[c]; }
 
 uint32_t tiny_cap_for(const Heap* h, uint32_t c) {
   if (h->knob_tiny_cap) return h->knob_tiny_cap;
@@ -153,10 +165,12 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
   heap_tick(h);  // every refill is a slow path anyway: a chance to see knob changes
   if (!m.head) {
     thread_count(&h->ctl, Tier::Tiny, ThreadCounter::Misses, 1);
-    // Frees that overflowed the magazine at its ceiling since the last miss, and now a miss:
-    // a round bigger than the ceiling (see kBoostCap).
-    if ((h->tiny_direct[c] != 0 || m.cap == 0) && !h->knob_tiny_cap && h->tiny_boost[c] < kMaxBoost) {
-      h->tiny_boost[c]++;
+    // Frees past the magazine's ceiling since the last miss, and now a miss: a round bigger
+    // than the ceiling (see kBoostCap).
+    if (m.cap == 0) h->tiny_direct[c] += h->delay_pos;  // see bypass_start
+    if (h->tiny_direct[c] != 0 && !h->knob_tiny_cap) {
+      raise_ceiling(h, c);
+      if (m.cap > tiny_max_cap(h, c)) m.set_cap(tiny_max_cap(h, c));  // empty: nothing to flush
     }
     h->tiny_direct[c] = 0;
     tiny_drain_delayed(h);
@@ -216,9 +230,9 @@ void tiny_flush(Heap* h, uint32_t c, uint32_t keep) {
 
 void tiny_flush_idle(Heap* h, uint32_t c) {
   tiny_flush(h, c, 0);
-  h->tiny_boost[c] = 0;
+  h->tiny_ceiling[c] = kMaxCap.v[c];
   Magazine& m = h->tiny[c];
-  if (!h->knob_tiny_cap && m.cap > tiny_max_cap(h, c)) m.set_cap(tiny_max_cap(h, c));
+  if (!h->knob_tiny_cap && m.cap > kMaxCap.v[c]) m.set_cap(kMaxCap.v[c]);
 }
 
 void tiny_free_slow(Heap* h, void* p, PageDesc* pg) {
@@ -254,100 +268,120 @@ void tiny_free_slow(Heap* h, void* p, PageDesc* pg) {
 
 namespace {
 
-// tiny_free_full's decisions: grow the magazine, or free to the slab and perhaps start
-// the teardown bypass. The frees counter is counted already.
-__attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg) {
-  const uint32_t c = pg->cls;
-  Magazine& m = h->tiny[c];
-  // Below its ceiling, a magazine that fills up grows (see tiny_miss_cap). Capacity 0 is
-  // the bypass set below, which a refill ends (or a capacity from a knob or a site rule).
-  if (!magazine_at_ceiling(h, m, c)) {
-    m.set_cap(doubled(m.cap, tiny_max_cap(h, c)));
-    return m.push(b);
-  }
-  // At it, the block goes straight back onto its slab, as if the magazine were not there:
-  // a free-heavy phase (a big structure torn down) then costs one push per block, where
-  // flushing half the magazine walked every block's line twice more (perl dropping a hash
-  // of a million strings took half as long again as with glibc).
-  page_free_push(pg, b);
-  if (__builtin_expect(!pg->in_avail, 0)) avail_push(h, pg);
-  bool released = false;
-  if (__builtin_expect(pg->used == 0, 0)) {
+// A push that made pg new to the avail list, or empty.
+__attribute__((noinline)) void slab_pushed_rare(Heap* h, PageDesc* pg) {
+  if (!pg->in_avail) avail_push(h, pg);
+  if (pg->used == 0) {
     page_maybe_release(h, pg, false);
-    released = true;
+    // A thread that only frees never ticks: the decay thread must return the pages that
+    // empty here (it starts once 8 MiB are cached). Nothing is half-done at this point,
+    // should starting it allocate.
+    decay_thread_maybe_start();
   }
-  // Once the thread has freed a whole magazine's worth more than it allocated, it is tearing
-  // something down: the magazine goes back to the slabs too, and stays out of the way
-  // (capacity 0) until the next refill. Kept, its blocks would sit one in nearly every slab
-  // of a structure freed in scattered order, and no slab could empty while the thread
-  // sleeps (heap_trim_idle needs the thread to run).
-  if (m.cap != 0 && ++h->tiny_direct[c] >= m.cap) {
-    tiny_flush(h, c, 0);
-    m.set_cap(0);
-    released = true;
-  }
-  // A thread that only frees never ticks: the decay thread must return the pages that
-  // empty here (it starts once 8 MiB are cached). Nothing is half-done at this point,
-  // should starting it allocate.
-  if (released) decay_thread_maybe_start();
 }
 
-// A free whose double-free check and slab push waited kDelaySlots frees for the block's
-// line (tiny_free_full): those steps, now that the line is (most likely) in cache.
-void free_delayed(Heap* h, Block* b, PageDesc* pg) {
+// A free past a full magazine at its ceiling, finished: the double-free check and the push
+// onto the block's slab.
+__attribute__((always_inline)) inline void free_to_slab(Heap* h, Block* b, PageDesc* pg) {
+  if (__builtin_expect(b->cookie == block_cookie(b), 0)) return control_report_double_free("free", b);
+  slot_add(h->ctl.slot->tiny_class_frees[pg->cls], 1);
+  page_free_push(pg, b);
+  if (__builtin_expect(!pg->in_avail || pg->used == 0, 0)) slab_pushed_rare(h, pg);
+}
+
+// Puts a free past the ceiling, whose line was just requested, in the ring, and finishes
+// the one it replaces (see tiny_free_full).
+__attribute__((always_inline)) inline void free_delayed(Heap* h, Block* b, PageDesc* pg) {
+  Heap::Delayed& d = h->delay[h->delay_pos++ % kDelaySlots];
+  const Heap::Delayed old = d;
+  d = {b, pg};
+  if (old.b) free_to_slab(h, old.b, old.pg);
+}
+
+// Starts a teardown's bypass. Once the thread has freed a whole magazine's worth more than
+// it allocated since its last refill, it is tearing something down: the magazine goes back
+// to the slabs too, and stays out of the way (capacity 0) until the next refill. Kept, its
+// blocks would sit one in nearly every slab of a structure freed in scattered order, and no
+// slab could empty while the thread sleeps (heap_trim_idle needs the thread to run).
+// The bypass frees are not counted one by one: tiny_direct[c] becomes its count less the
+// ring's position, and the refill that ends the bypass adds the position back (an
+// overcount when several classes are torn down at once, which only errs towards the base
+// ceiling).
+void bypass_start(Heap* h, uint32_t c) {
+  tiny_flush(h, c, 0);
+  h->tiny[c].set_cap(0);
+  h->tiny_direct[c] -= h->delay_pos;
+  decay_thread_maybe_start();
+}
+
+__attribute__((noinline)) void bypass_start_then_delay(Heap* h, Block* b, PageDesc* pg, uint32_t c) {
+  bypass_start(h, c);
+  free_delayed(h, b, pg);
+}
+
+// A full magazine below its ceiling grows (see tiny_miss_cap).
+__attribute__((noinline)) void grow_and_push(Heap* h, Block* b, uint32_t c) {
   if (b->cookie == block_cookie(b)) return control_report_double_free("free", b);
-  auto& frees = h->ctl.slot->tiny_class_frees[pg->cls];
-  if (pg->used > 1 && pg->in_avail) {
-    page_free_push(pg, b);
-    return slot_add(frees, 1);
-  }
-  slot_add(frees, 1);
-  free_full_decide(h, b, pg);
+  slot_add(h->ctl.slot->tiny_class_frees[c], 1);
+  Magazine& m = h->tiny[c];
+  m.set_cap(doubled(m.cap, tiny_max_cap(h, c)));
+  m.push(b);
+}
+
+// debug.abort_on_error: a free past the ceiling, finished at once.
+__attribute__((noinline)) void free_past_ceiling_now(Heap* h, Block* b, PageDesc* pg, uint32_t c) {
+  free_to_slab(h, b, pg);
+  const Magazine& m = h->tiny[c];
+  if (++h->tiny_direct[c] >= m.cap && m.cap != 0) bypass_start(h, c);
+}
+
+// tiny_free_full past the bypass: a magazine to grow, or one at its ceiling. The frees past
+// the ceiling are counted (tiny_direct): a whole magazine's worth of them starts the
+// bypass, and the next refill reads the size of the round from the count (raise_ceiling).
+__attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg, const Magazine& m) {
+  const uint32_t c = pg->cls;
+  if (!magazine_at_ceiling(h, m, c)) return grow_and_push(h, b, c);
+  if (h->knob_abort_on_error) return free_past_ceiling_now(h, b, pg, c);
+  __builtin_prefetch(b, 1);
+  if (++h->tiny_direct[c] >= m.cap) return bypass_start_then_delay(h, b, pg, c);  // m.cap != 0 here
+  free_delayed(h, b, pg);
 }
 
 }  // namespace
 
 void tiny_drain_delayed(Heap* h) {
-  // Each slot is cleared before its free: free_full_decide may start the decay thread,
-  // whose creation may allocate and so come back here.
+  // Each slot is cleared before its free: free_to_slab may start the decay thread, whose
+  // creation may allocate and so come back here.
   for (Heap::Delayed& d : h->delay) {
     if (Block* b = d.b) {
       d.b = nullptr;
-      free_delayed(h, b, d.pg);
+      free_to_slab(h, b, d.pg);
     }
   }
 }
 
 void tiny_free_full(Heap* h, Block* b, PageDesc* pg, const Magazine& m) noexcept {
-  // In a teardown's bypass the block is cold (a structure freed in whatever order), and the
-  // double-free check's load would hold every later instruction until the line arrives: a
-  // few frees in flight at most. So the line is requested now and the free is finished
-  // kDelaySlots frees later, by when it is here, and the misses of many frees overlap (a
-  // million blocks freed in scattered order: 85 ns per free -> 48, medians of 5; in
-  // allocation order the same 8 ns). The block waits on no list and cannot be handed
+  // At its ceiling, a full magazine sends the block straight back onto its slab, as if the
+  // magazine were not there: a free-heavy phase (a big structure torn down, a round bigger
+  // than the ceiling) then costs one push per block, where flushing half the magazine
+  // walked every block's line twice more (perl dropping a hash of a million strings took
+  // half as long again as with glibc). Such a block is cold (freed in whatever order), and
+  // the double-free check's load would hold every later instruction until its line
+  // arrives: a few frees in flight at most. So the line is requested now and the free is
+  // finished kDelaySlots frees later, by when it is here, and the misses of many frees
+  // overlap (a million blocks freed in scattered order: 85 ns per free -> 48, medians of 5;
+  // in allocation order the same 8 ns). The block waits on no list and cannot be handed
   // out meanwhile. A second free of it is seen once the first one finishes and the block
   // carries its cookie: at most kDelaySlots frees or one refill later, as anything that
   // gives the magazine a capacity again drains the ring first. debug.abort_on_error wants
   // the abort at the faulty free, so it turns the delay off.
-  if (m.cap == 0 && !h->knob_abort_on_error) {
+  //
+  // The teardown's bypass (capacity 0) first, with nothing else to decide.
+  if (__builtin_expect(m.cap == 0 && !h->knob_abort_on_error, 1)) {
     __builtin_prefetch(b, 1);
-    Heap::Delayed& d = h->delay[h->delay_pos++ % kDelaySlots];
-    const Heap::Delayed old = d;
-    d = {b, pg};
-    if (old.b) free_delayed(h, old.b, old.pg);
-    return;
+    return free_delayed(h, b, pg);
   }
-  const uint32_t c = pg->cls;
-  if (__builtin_expect(b->cookie == block_cookie(b), 0)) return control_report_double_free("free", b);
-  slot_add(h->ctl.slot->tiny_class_frees[c], 1);
-  // The common case first, with nothing to decide: a magazine at its ceiling, a slab neither
-  // emptied nor new to the avail list, no bypass to start.
-  if (magazine_at_ceiling(h, m, c) && pg->used > 1 && pg->in_avail &&
-      (m.cap == 0 || h->tiny_direct[c] + 1 < m.cap)) {
-    if (m.cap != 0) h->tiny_direct[c]++;
-    return page_free_push(pg, b);
-  }
-  free_full_decide(h, b, pg);
+  free_full_decide(h, b, pg, m);
 }
 
 void tiny_heap_release(Heap* h) {

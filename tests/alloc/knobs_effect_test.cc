@@ -101,10 +101,10 @@ uint64_t big_round(std::vector<void*>& v) {
   return stats().tier[HAKMEM_TIER_TINY].misses - before;
 }
 
-// Rounds bigger than the ceiling (128 KiB of blocks) raise it: each miss that follows frees
-// which overflowed the magazine doubles it, so after a few rounds the whole round fits and
-// the later rounds need no refill at all. Without that, each round overflowed 2048 blocks
-// to the slabs and refilled them (a refill at most every 2048 mallocs).
+// Rounds bigger than the ceiling (128 KiB of blocks) raise it: the miss that follows frees
+// which overflowed the magazine raises it to hold the round, so the later rounds need no
+// refill at all. Without that, each round overflowed 2048 blocks to the slabs and refilled
+// them (a refill at most every 2048 mallocs).
 TEST(AllocKnobs, RoundsBiggerThanTheCeilingRaiseIt) {
   uint64_t first = 0, late = 0;
   std::thread t([&] {
