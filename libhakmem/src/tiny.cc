@@ -289,8 +289,8 @@ __attribute__((always_inline)) inline void free_to_slab(Heap* h, Block* b, PageD
   if (__builtin_expect(!pg->in_avail || pg->used == 0, 0)) slab_pushed_rare(h, pg);
 }
 
-// Puts a free past the ceiling, whose line was just requested, in the ring, and finishes
-// the one it replaces (see tiny_free_full).
+// Puts a bypass free, whose line was just requested, in the ring, and finishes the one it
+// replaces (see tiny_free_full).
 __attribute__((always_inline)) inline void free_delayed(Heap* h, Block* b, PageDesc* pg) {
   Heap::Delayed& d = h->delay[h->delay_pos++ % kDelaySlots];
   const Heap::Delayed old = d;
@@ -314,11 +314,6 @@ void bypass_start(Heap* h, uint32_t c) {
   decay_thread_maybe_start();
 }
 
-__attribute__((noinline)) void bypass_start_then_delay(Heap* h, Block* b, PageDesc* pg, uint32_t c) {
-  bypass_start(h, c);
-  free_delayed(h, b, pg);
-}
-
 // A full magazine below its ceiling grows (see tiny_miss_cap).
 __attribute__((noinline)) void grow_and_push(Heap* h, Block* b, uint32_t c) {
   if (b->cookie == block_cookie(b)) return control_report_double_free("free", b);
@@ -328,23 +323,18 @@ __attribute__((noinline)) void grow_and_push(Heap* h, Block* b, uint32_t c) {
   m.push(b);
 }
 
-// debug.abort_on_error: a free past the ceiling, finished at once.
-__attribute__((noinline)) void free_past_ceiling_now(Heap* h, Block* b, PageDesc* pg, uint32_t c) {
-  free_to_slab(h, b, pg);
-  const Magazine& m = h->tiny[c];
-  if (++h->tiny_direct[c] >= m.cap && m.cap != 0) bypass_start(h, c);
-}
-
-// tiny_free_full past the bypass: a magazine to grow, or one at its ceiling. The frees past
-// the ceiling are counted (tiny_direct): a whole magazine's worth of them starts the
+// tiny_free_full past the bypass: a magazine to grow, or one at its ceiling, whose frees go
+// to the slabs and are counted (tiny_direct): a whole magazine's worth of them starts the
 // bypass, and the next refill reads the size of the round from the count (raise_ceiling).
+// Such a free is checked at once, not delayed as in the bypass: this magazine still holds
+// blocks that mallocs take without a refill, and a second free of one of them must be
+// seen before a malloc hands it out again (the delayed check would then find it live and
+// put it on its slab's free list).
 __attribute__((noinline)) void free_full_decide(Heap* h, Block* b, PageDesc* pg, const Magazine& m) {
   const uint32_t c = pg->cls;
   if (!magazine_at_ceiling(h, m, c)) return grow_and_push(h, b, c);
-  if (h->knob_abort_on_error) return free_past_ceiling_now(h, b, pg, c);
-  __builtin_prefetch(b, 1);
-  if (++h->tiny_direct[c] >= m.cap) return bypass_start_then_delay(h, b, pg, c);  // m.cap != 0 here
-  free_delayed(h, b, pg);
+  free_to_slab(h, b, pg);
+  if (++h->tiny_direct[c] >= m.cap && m.cap != 0) bypass_start(h, c);
 }
 
 }  // namespace
@@ -365,18 +355,19 @@ void tiny_free_full(Heap* h, Block* b, PageDesc* pg, const Magazine& m) noexcept
   // magazine were not there: a free-heavy phase (a big structure torn down, a round bigger
   // than the ceiling) then costs one push per block, where flushing half the magazine
   // walked every block's line twice more (perl dropping a hash of a million strings took
-  // half as long again as with glibc). Such a block is cold (freed in whatever order), and
-  // the double-free check's load would hold every later instruction until its line
-  // arrives: a few frees in flight at most. So the line is requested now and the free is
-  // finished kDelaySlots frees later, by when it is here, and the misses of many frees
-  // overlap (a million blocks freed in scattered order: 85 ns per free -> 48, medians of 5;
-  // in allocation order the same 8 ns). The block waits on no list and cannot be handed
-  // out meanwhile. A second free of it is seen once the first one finishes and the block
+  // half as long again as with glibc). In a teardown's bypass (capacity 0), the common case
+  // and tested first, the block is cold (a structure freed in whatever order), and the
+  // double-free check's load would hold every later instruction until its line arrives: a
+  // few frees in flight at most. So the line is requested now and the free is finished
+  // kDelaySlots frees later, by when it is here, and the misses of many frees overlap (a
+  // million blocks freed in scattered order: 85 ns per free -> 48, medians of 5; in
+  // allocation order the same 8 ns). The block waits on no list and cannot be handed out
+  // meanwhile. A second free of it is seen once the first one finishes and the block
   // carries its cookie: at most kDelaySlots frees or one refill later, as anything that
-  // gives the magazine a capacity again drains the ring first. debug.abort_on_error wants
-  // the abort at the faulty free, so it turns the delay off.
-  //
-  // The teardown's bypass (capacity 0) first, with nothing else to decide.
+  // gives the magazine a capacity again drains the ring first. Only the bypass delays: its
+  // magazine is empty, where one at its ceiling still holds blocks that mallocs take
+  // without a refill (free_full_decide). debug.abort_on_error wants the abort at the
+  // faulty free, so it turns the delay off.
   if (__builtin_expect(m.cap == 0 && !h->knob_abort_on_error, 1)) {
     __builtin_prefetch(b, 1);
     return free_delayed(h, b, pg);

@@ -528,6 +528,33 @@ TEST(AllocApi, DoubleFreeIsReportedPastAFullMagazine) {
   expect_each_block_once(v, 48);
 }
 
+// A full magazine at its ceiling sends frees straight to the slabs while it still holds
+// blocks that mallocs hand out. A second free of one of those blocks must be seen at that
+// free: were its check put off, a malloc could hand the block out first, and the late
+// check would then find a live block and put it on its slab's free list.
+TEST(AllocApi, ASecondFreeOfABlockInAFullMagazineIsSeenBeforeItIsHandedOut) {
+  std::string err;
+  bool unique = true;
+  std::thread t([&] {
+    std::vector<void*> v(3000);  // 64 B: the magazine grows to its ceiling, 2048, and is full
+    for (auto& p : v) p = malloc(64);
+    for (void* p : v) free(p);
+    void* twice = v[5];  // among the magazine's oldest blocks
+    void (*volatile free_fn)(void*) = free;
+    err = capture_stderr([&] { free_fn(twice); });
+    std::set<void*> seen;
+    for (auto& p : v) {  // the magazine's 2048, then refills (which finish delayed frees)
+      p = malloc(64);
+      unique = unique && seen.insert(p).second;
+      memset(p, 4, 64);
+    }
+    for (void* p : v) free(p);
+  });
+  t.join();
+  EXPECT_NE(err.find("double free"), std::string::npos) << err;
+  EXPECT_TRUE(unique) << "a block was handed out twice";
+}
+
 // 80-byte blocks, enough for a teardown's bypass (a magazine holds at most 1638), and 8
 // allocated after them. Returns one of the first that is freed late in the teardown and
 // shares its 64 KiB slab with one of the 8: the slab stays the thread's (an emptied one
