@@ -1,0 +1,63 @@
+// rounds: a structure of COUNT blocks of SIZE bytes built and freed whole, round after
+// round, the way a service builds a request's tree or a compiler a function's nodes. Not
+// part of bench/run's comparison.
+//   [LD_PRELOAD=lib] build/bench/bench_rounds COUNT SIZE ROUNDS alloc|reverse|scattered
+// Each round mallocs COUNT blocks (each written once) and then frees them all in ORDER:
+// allocation order, reverse, or a fixed pseudo-random permutation. Prints ns per malloc and
+// per free over every round but the first, and the peak RSS.
+#include <chrono>
+
+#include "common.h"
+
+int main(int argc, char** argv) {
+  if (argc != 5) {
+    std::fprintf(stderr, "usage: %s COUNT SIZE ROUNDS alloc|reverse|scattered\n", argv[0]);
+    return 2;
+  }
+  const long n = std::atol(argv[1]);
+  const long size = std::atol(argv[2]);
+  const long rounds = std::atol(argv[3]);
+  const char* order = argv[4];
+  if (n < 1 || size < 1 || rounds < 2 ||
+      (std::strcmp(order, "alloc") && std::strcmp(order, "reverse") && std::strcmp(order, "scattered"))) {
+    std::fprintf(stderr, "rounds: COUNT, SIZE >= 1; ROUNDS >= 2; ORDER alloc, reverse or scattered\n");
+    return 2;
+  }
+  auto** v = static_cast<void**>(std::calloc(static_cast<size_t>(n), sizeof(void*)));
+  auto* perm = static_cast<long*>(std::calloc(static_cast<size_t>(n), sizeof(long)));
+  if (!v || !perm) return 1;
+  bench::Rng rng(11);
+  for (long i = 0; i < n; i++) perm[i] = !std::strcmp(order, "reverse") ? n - 1 - i : i;
+  if (!std::strcmp(order, "scattered")) {
+    for (long i = n - 1; i > 0; i--) {
+      const long j = static_cast<long>(rng.next() % static_cast<uint64_t>(i + 1));
+      const long t = perm[i];
+      perm[i] = perm[j];
+      perm[j] = t;
+    }
+  }
+  using Clock = std::chrono::steady_clock;
+  double alloc_ns = 0, free_ns = 0;
+  for (long r = 0; r < rounds; r++) {
+    const auto t0 = Clock::now();
+    for (long i = 0; i < n; i++) {
+      v[i] = std::malloc(static_cast<size_t>(size));
+      if (!v[i]) return 1;
+      *static_cast<volatile char*>(v[i]) = static_cast<char>(i);
+    }
+    const auto t1 = Clock::now();
+    for (long i = 0; i < n; i++) std::free(v[perm[i]]);
+    const auto t2 = Clock::now();
+    if (r > 0) {  // the first round also maps and faults in the memory
+      alloc_ns += std::chrono::duration<double, std::nano>(t1 - t0).count();
+      free_ns += std::chrono::duration<double, std::nano>(t2 - t1).count();
+    }
+  }
+  const double ops = static_cast<double>(n) * static_cast<double>(rounds - 1);
+  std::printf("rounds %ld x %ld B, %s order: malloc %.2f ns, free %.2f ns, pair %.2f ns; peak rss %.1f MiB\n", n,
+              size, order, alloc_ns / ops, free_ns / ops, (alloc_ns + free_ns) / ops,
+              static_cast<double>(bench::peak_rss_kib()) / 1024);
+  std::free(v);
+  std::free(perm);
+  return 0;
+}
