@@ -67,6 +67,10 @@ struct Heap {
   };
   alignas(512) Delayed delay[kDelaySlots];
   uint32_t delay_pos;
+  // Each pool class's ceiling, and the blocks its full magazine flushed since its last
+  // refill (pool.cc). Slow paths only: they too sit in the cold first KiB.
+  uint32_t pool_ceiling[kPoolClasses];
+  uint32_t pool_spilled[kPoolClasses];
   alignas(1024) Magazine tiny[kTinyClasses];  // hot: the tiny fast path touches only these, tick and ctl
   ThreadCtl ctl;
   Magazine pool[kPoolClasses];
@@ -173,6 +177,9 @@ uint32_t tiny_base_ceiling(uint32_t c);
 void* pool_malloc_slow(Heap* h, uint32_t c);
 void pool_free(Heap* h, void* p, PageDesc* pg);
 void pool_flush(Heap* h, uint32_t c, uint32_t keep);
+// heap_trim_idle's flush of a pool magazine the thread stopped using: its blocks go back to
+// their pages and its ceiling back to the base one.
+void pool_flush_idle(Heap* h, uint32_t c);
 uint32_t pool_cap(uint32_t c);
 void pool_lock_all();
 void pool_unlock_all();

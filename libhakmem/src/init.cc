@@ -182,7 +182,7 @@ void heap_trim_idle(Heap* h, uint64_t now) {
     h->tiny_seen[c] = h->tiny[c].head;
   }
   for (uint32_t c = 0; c < kPoolClasses; c++) {
-    if (h->pool[c].head && h->pool[c].head == h->pool_seen[c]) pool_flush(h, c, 0);
+    if (h->pool[c].head && h->pool[c].head == h->pool_seen[c]) pool_flush_idle(h, c);
     h->pool_seen[c] = h->pool[c].head;
   }
 }
@@ -212,7 +212,11 @@ Heap* heap_get_slow() {
   h->live = 1;
   h->ctl.slot = control_discard_slot();
   control_thread_attach(&h->ctl);
-  for (uint32_t c = 0; c < kPoolClasses; c++) h->pool[c].set_cap(pool_cap(c));
+  for (uint32_t c = 0; c < kPoolClasses; c++) {
+    h->pool[c].set_cap(pool_cap(c));
+    h->pool_ceiling[c] = pool_cap(c);
+    h->pool_spilled[c] = 0;
+  }
   h->bundle_limit = kBundleCacheBytes;
   h->knob_tiny_cap = UINT32_MAX;  // forces every magazine capacity to be set
   heap_refresh_knobs(h);

@@ -43,9 +43,49 @@ constexpr uint32_t kPoolCarveBytes = 16 * 1024;
 
 }  // namespace
 
+// A thread's magazine of a pool class holds 128 KiB of blocks (4 to 32). A full one at its
+// ceiling flushes half to the pages, under the shard lock, and a refill takes half back: a
+// lock and a walk every 16 blocks of 4 KiB. A thread that builds and frees more than that
+// round after round (each round's frees flush, then its mallocs refill) gets its ceiling
+// raised at the refill to hold the round, up to 1 MiB of blocks (4 to 1024): rounds of 200
+// blocks of 4 KiB took 23.8 ns a malloc+free pair, 10.8 with the whole round cached
+// (tcmalloc 10.2, mimalloc 24.7). A bigger round gets the base ceiling back: a magazine
+// hands its blocks out in the reverse order of their frees, which wanders over the whole
+// round, and 1 MiB magazines made 8000 x 2 KiB rounds slower (32.9 -> 46.5 ns), as in the
+// tiny tier. heap_trim_idle lowers the ceiling again once the class goes unused.
 uint32_t pool_cap(uint32_t c) {
   uint32_t n = static_cast<uint32_t>((128 * 1024) / pool_class_size(c));
   return n < 4 ? 4 : (n > 32 ? 32 : n);
+}
+
+namespace {
+
+uint32_t pool_boost_cap(uint32_t c) {
+  uint32_t n = static_cast<uint32_t>((1024 * 1024) / pool_class_size(c));
+  return n < 4 ? 4 : (n > 1024 ? 1024 : n);
+}
+
+// The last round took a magazine at the ceiling and pool_spilled blocks past it: the
+// ceiling becomes the smallest doubling of the base one that holds such a round. A round
+// too big for pool_boost_cap gets the base ceiling back.
+void raise_ceiling(Heap* h, uint32_t c) {
+  const uint64_t round = uint64_t{h->pool_ceiling[c]} + h->pool_spilled[c];
+  uint32_t ceiling = pool_cap(c);
+  if (round <= pool_boost_cap(c)) {
+    while (ceiling < round) ceiling *= 2;
+    if (ceiling > pool_boost_cap(c)) ceiling = pool_boost_cap(c);
+  }
+  h->pool_ceiling[c] = ceiling;
+  Magazine& m = h->pool[c];  // empty: lowering its capacity flushes nothing
+  if (m.cap > ceiling) m.set_cap(ceiling);
+}
+
+}  // namespace
+
+void pool_flush_idle(Heap* h, uint32_t c) {
+  pool_flush(h, c, 0);
+  h->pool_ceiling[c] = pool_cap(c);
+  if (h->pool[c].cap > pool_cap(c)) h->pool[c].set_cap(pool_cap(c));
 }
 
 void* pool_malloc_slow(Heap* h, uint32_t c) {
@@ -56,6 +96,10 @@ void* pool_malloc_slow(Heap* h, uint32_t c) {
   Magazine& m = h->pool[c];
   if (!m.head) {
     thread_count(&h->ctl, Tier::Pool, ThreadCounter::Misses, 1);
+    if (h->pool_spilled[c] != 0) {
+      raise_ceiling(h, c);
+      h->pool_spilled[c] = 0;
+    }
     if (m.cap == 0) m.set_cap(pool_cap(c));
     uint32_t want = (m.cap + 1) / 2;
     const uint32_t bs = pool_class_size(c);
@@ -169,10 +213,16 @@ void pool_free(Heap* h, void* p, PageDesc* pg) {
   Magazine& m = h->pool[c];
   if (m.cap == 0) m.set_cap(pool_cap(c));
   if (m.full()) {
-    pool_flush(h, c, m.cap / 2);
-    // Pages may have gone back to the arena; a thread that only frees never ticks, so the
-    // decay thread must return them (it starts once 8 MiB are cached).
-    decay_thread_maybe_start();
+    if (m.cap < h->pool_ceiling[c]) {
+      m.set_cap(m.cap * 2 < h->pool_ceiling[c] ? m.cap * 2 : h->pool_ceiling[c]);  // see pool_cap
+    } else {
+      const uint32_t keep = m.cap / 2;
+      h->pool_spilled[c] += m.count() - keep;
+      pool_flush(h, c, keep);
+      // Pages may have gone back to the arena; a thread that only frees never ticks, so the
+      // decay thread must return them (it starts once 8 MiB are cached).
+      decay_thread_maybe_start();
+    }
   }
   cache_push(h, b, pg);
 }

@@ -146,6 +146,41 @@ TEST(AllocKnobs, AnIdleClassGoesBackToTheBaseCeiling) {
   EXPECT_GE(after_idle, 2u);
 }
 
+// The pool tier the same way: a round of 200 blocks of 4 KiB (800 KiB) is more than a pool
+// magazine's 32 blocks. The miss after a round that flushed raises the ceiling to hold the
+// round (up to 1 MiB), and the later rounds need no refill; an idle class goes back to the
+// base ceiling.
+uint64_t pool_round(std::vector<void*>& v) {
+  const uint64_t before = stats().tier[HAKMEM_TIER_POOL].misses;
+  for (auto& p : v) p = kept(malloc(4096));
+  for (size_t i = 0; i < v.size(); i++) free(v[(i * 7919) % v.size()]);
+  return stats().tier[HAKMEM_TIER_POOL].misses - before;
+}
+
+TEST(AllocKnobs, PoolRoundsBiggerThanTheCeilingRaiseIt) {
+  uint64_t first = 0, late = 0, after_idle = 0;
+  std::thread t([&] {
+    std::vector<void*> v(200);
+    for (int round = 0; round < 10; round++) {
+      const uint64_t misses = pool_round(v);
+      if (round == 1) first = misses;
+      if (round >= 6) late += misses;
+    }
+    set_knob("bundle.decay_ms", 40);  // the idle check every 10 ms
+    for (size_t size : {300, 400, 500}) {  // three tiny refills, 15 ms apart, each a check
+      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+      free(kept(malloc(size)));
+    }
+    set_knob("bundle.decay_ms", 1000);
+    pool_round(v);
+    after_idle = pool_round(v);
+  });
+  t.join();
+  EXPECT_GE(first, 2u);  // the second round still flushes and refills
+  EXPECT_EQ(late, 0u);
+  EXPECT_GE(after_idle, 2u);
+}
+
 // A thread that only allocates (another thread frees its blocks) misses on every refill but
 // never overflows, so its magazine stays at the lower ceiling: a refill brings it at most
 // 32 KiB of blocks (a slab's whole free list only when that fits), so 24 MiB of 64 B blocks
