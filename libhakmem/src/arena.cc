@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bits.h"
 #include "control.h"
 #include "heap.h"
 #include "lock.h"
@@ -192,39 +193,7 @@ void bundle_chunk_remove(Arena& a, uint32_t i) {
 
 // First unit >= from whose bit equals `want`, or kUnitsPerChunk.
 uint32_t bit_find(const uint64_t* bits, uint32_t from, bool want) {
-  while (from < kUnitsPerChunk) {
-    uint64_t w = bits[from >> 6];
-    if (!want) w = ~w;
-    w &= ~uint64_t{0} << (from & 63);
-    if (w) return (from & ~63u) + static_cast<uint32_t>(__builtin_ctzll(w));
-    from = (from & ~63u) + 64;
-  }
-  return kUnitsPerChunk;
-}
-
-// The bits of word w (0-based) that fall in [u, u + n), as a mask; a word at a time, since
-// runs are up to 64 units and every run take and free sets and counts them.
-uint64_t range_mask(uint32_t w, uint32_t u, uint32_t n) {
-  const uint32_t lo = u > w * 64 ? u - w * 64 : 0, hi = u + n < (w + 1) * 64 ? u + n - w * 64 : 64;
-  if (lo >= hi) return 0;
-  const uint64_t below_hi = hi == 64 ? ~uint64_t{0} : (uint64_t{1} << hi) - 1;
-  return below_hi & (~uint64_t{0} << lo);
-}
-
-void bits_set_range(uint64_t* bits, uint32_t u, uint32_t n, bool v) {
-  if (n == 0) return;
-  for (uint32_t w = u >> 6; w <= (u + n - 1) >> 6; w++) {
-    const uint64_t m = range_mask(w, u, n);
-    bits[w] = v ? bits[w] | m : bits[w] & ~m;
-  }
-}
-
-uint32_t bits_count_range(const uint64_t* bits, uint32_t u, uint32_t n) {
-  uint32_t c = 0;
-  if (n == 0) return 0;
-  for (uint32_t w = u >> 6; w <= (u + n - 1) >> 6; w++)
-    c += static_cast<uint32_t>(__builtin_popcountll(bits[w] & range_mask(w, u, n)));
-  return c;
+  return hakmem::bit_find(bits, kUnitsPerChunk, from, want);
 }
 
 // First fit of n free units, preferring runs that do not straddle the two huge pages.
@@ -245,22 +214,33 @@ int32_t bundle_find_run(const BundleChunk* ch, uint32_t n) {
   return straddling;
 }
 
-// The longest run of free units of ch (the header unit is never free).
-uint32_t longest_free_run(const BundleChunk* ch) {
-  uint32_t best = 0;
-  for (uint32_t u = bit_find(ch->free_bits, 1, true); u < kUnitsPerChunk;) {
-    uint32_t end = bit_find(ch->free_bits, u, false);
-    if (end - u > best) best = end - u;
-    if (end >= kUnitsPerChunk) break;
-    u = bit_find(ch->free_bits, end, true);
-  }
-  return best;
+// The longest run of free units of ch (the header unit is never free). A word at a time:
+// walking the runs one by one took half of a bundle malloc+free in a chunk fragmented by
+// frees in scattered order.
+uint32_t longest_free_run(const BundleChunk* ch) { return longest_ones(ch->free_bits, kUnitsPerChunk); }
+
+// The index entry of ch is the longest run of its free units, which a request of more
+// units skips. Kept up to date under the arena lock, without a full scan on most changes: a
+// free only merges runs (the entry can only grow, to the run around it), and a take only
+// shortens the run it takes from (the entry changes only if that run was a longest one).
+
+// The free run [*a, *b) around the free unit u.
+void free_run_around(const BundleChunk* ch, uint32_t u, uint32_t* a, uint32_t* b) {
+  *a = bit_find_back(ch->free_bits, u, false);
+  *b = bit_find(ch->free_bits, u, false);
 }
 
-// Refreshes the index entry of ch after its free units changed. Pre-condition: its arena's
-// lock is held.
-void bundle_index_update(Arena& a, const BundleChunk* ch) {
-  a.bundle_max[bundle_index_of(a, ch)] = static_cast<uint8_t>(longest_free_run(ch));
+// After units were freed into the free run around u.
+void bundle_index_freed(Arena& a, const BundleChunk* ch, uint32_t u) {
+  uint32_t lo, hi;
+  free_run_around(ch, u, &lo, &hi);
+  uint8_t& max = a.bundle_max[bundle_index_of(a, ch)];
+  if (hi - lo > max) max = static_cast<uint8_t>(hi - lo);
+}
+
+// After units were taken from a free run `run` units long; i is ch's index.
+void bundle_index_taken(Arena& a, uint32_t i, const BundleChunk* ch, uint32_t run) {
+  if (run >= a.bundle_max[i]) a.bundle_max[i] = static_cast<uint8_t>(longest_free_run(ch));
 }
 
 // Moves `delta` units of half-accounting for the run [u, u+n) (delta -1 = taking, +1 = freeing).
@@ -410,7 +390,8 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
     Arena& a = g_arena[(shard + k) % kShards];
     LockGuard g(a.lock);
     BundleChunk* ch = nullptr;
-    for (uint32_t i = 0; i < a.nbundle; i++) {
+    uint32_t i = 0;
+    for (; i < a.nbundle; i++) {
       if (a.bundle_max[i] >= units) {
         ch = a.bundle[i];
         break;
@@ -421,11 +402,15 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
     } else if (last) {
       ch = bundle_chunk_new(shard);
       if (!ch) return nullptr;
+      i = bundle_index_of(a, ch);
     } else {
       continue;
     }
-    p = run_take(ch, static_cast<uint32_t>(bundle_find_run(ch, units)), units, prewarm, coloured, &populate, zero);
-    bundle_index_update(a, ch);
+    const uint32_t s = static_cast<uint32_t>(bundle_find_run(ch, units));
+    uint32_t lo, hi;
+    free_run_around(ch, s, &lo, &hi);
+    p = run_take(ch, s, units, prewarm, coloured, &populate, zero);
+    bundle_index_taken(a, i, ch, hi - lo);
   }
   if (populate) {
     os_populate(reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(p) & ~(kUnitSize - 1)), size_t{units} * kUnitSize);
@@ -446,7 +431,7 @@ void arena_bundle_free(void* p) {
     ch->run[s] = 0;
     bits_set_range(ch->free_bits, s, n, true);
     bundle_account(ch, s, n, +1, now);
-    bundle_index_update(a, ch);
+    bundle_index_freed(a, ch, s);
   }
   decay_tick(now);
 }
@@ -458,13 +443,15 @@ bool arena_bundle_grow(void* p, uint32_t units) {
   uint32_t s = static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
   uint32_t n = ch->run[s];
   if (unit_kind(ch->state[s]) != kUnitHead || n >= units || s + units > kUnitsPerChunk) return false;
-  // The extension [s+n, s+units) must be free: the first non-free unit from s+n.
-  if (bit_find(ch->free_bits, s + n, false) < s + units) return false;
+  // The extension [s+n, s+units) must be free: the first non-free unit from s+n. The free
+  // run it comes from starts at s+n, as unit s+n-1 is the block's.
+  const uint32_t run_end = bit_find(ch->free_bits, s + n, false);
+  if (run_end < s + units) return false;
   bits_set_range(ch->free_bits, s + n, units - n, false);
   for (uint32_t i = s + n; i < s + units; i++) ch->state[i] = kUnitTail;
   ch->run[s] = static_cast<uint8_t>(units);
   bundle_account(ch, s + n, units - n, -1, 0);
-  bundle_index_update(a, ch);
+  bundle_index_taken(a, bundle_index_of(a, ch), ch, run_end - (s + n));
   return true;
 }
 

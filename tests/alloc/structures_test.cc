@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "bits.h"
 #include "magazine.h"
 #include "mpsc.h"
 #include "pagemap.h"
@@ -272,4 +273,50 @@ TEST(MpscStack, PushChain) {
   EXPECT_EQ(n->next->next, &b);
   EXPECT_EQ(n->next->next->next, nullptr);
   EXPECT_TRUE(s.empty());
+}
+
+// The unit maps of bundle chunks: the word-at-a-time helpers against a bit-by-bit reading,
+// on maps from empty to full with runs of every length, across word boundaries too.
+TEST(UnitBits, WordHelpersAgreeWithABitByBitReading) {
+  constexpr uint32_t kBits = 256;
+  uint64_t state = 0x9e3779b97f4a7c15ull;
+  auto next = [&state] {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+  };
+  for (int round = 0; round < 20000; round++) {
+    uint64_t bits[kBits / 64] = {};
+    // Runs of random lengths, so that long runs and runs across words both occur.
+    const uint32_t density = static_cast<uint32_t>(next() % 5);
+    for (uint32_t u = 0; u < kBits;) {
+      const uint32_t len = 1 + static_cast<uint32_t>(next() % (round % 3 == 0 ? 200 : 12));
+      const bool one = next() % 5 < density;
+      for (uint32_t i = u; i < u + len && i < kBits; i++)
+        if (one) bits[i / 64] |= uint64_t{1} << (i % 64);
+      u += len;
+    }
+    if (round == 0) for (auto& w : bits) w = ~uint64_t{0};
+    auto bit = [&bits](uint32_t i) { return (bits[i / 64] >> (i % 64)) & 1; };
+    uint32_t longest = 0, run = 0;
+    for (uint32_t i = 0; i < kBits; i++) {
+      run = bit(i) ? run + 1 : 0;
+      if (run > longest) longest = run;
+    }
+    ASSERT_EQ(longest_ones(bits, kBits), longest) << "round " << round;
+    const uint32_t u = static_cast<uint32_t>(next() % kBits);
+    const uint32_t n = static_cast<uint32_t>(next() % (kBits - u + 1));
+    uint32_t count = 0;
+    for (uint32_t i = u; i < u + n; i++) count += static_cast<uint32_t>(bit(i));
+    ASSERT_EQ(bits_count_range(bits, u, n), count) << "round " << round;
+    for (bool want : {false, true}) {
+      uint32_t first = u;
+      while (first < kBits && bit(first) != want) first++;
+      ASSERT_EQ(bit_find(bits, kBits, u, want), first) << "round " << round;
+      uint32_t after_last = u;  // one past the last bit below u equal to want, or 0
+      while (after_last > 0 && bit(after_last - 1) != want) after_last--;
+      ASSERT_EQ(bit_find_back(bits, u, want), after_last) << "round " << round;
+    }
+  }
 }
