@@ -18,23 +18,12 @@ int main(int argc, char** argv) {
   const long size = std::atol(argv[2]);
   const long rounds = std::atol(argv[3]);
   const char* order = argv[4];
-  if (n < 1 || size < 1 || rounds < 2 ||
-      (std::strcmp(order, "alloc") && std::strcmp(order, "reverse") && std::strcmp(order, "scattered"))) {
+  auto** v = n >= 1 ? static_cast<void**>(std::calloc(static_cast<size_t>(n), sizeof(void*))) : nullptr;
+  auto* perm = n >= 1 ? static_cast<long*>(std::calloc(static_cast<size_t>(n), sizeof(long))) : nullptr;
+  bench::Rng rng(11);
+  if (n < 1 || size < 1 || rounds < 2 || !v || !perm || !bench::free_order(perm, n, order, rng)) {
     std::fprintf(stderr, "rounds: COUNT, SIZE >= 1; ROUNDS >= 2; ORDER alloc, reverse or scattered\n");
     return 2;
-  }
-  auto** v = static_cast<void**>(std::calloc(static_cast<size_t>(n), sizeof(void*)));
-  auto* perm = static_cast<long*>(std::calloc(static_cast<size_t>(n), sizeof(long)));
-  if (!v || !perm) return 1;
-  bench::Rng rng(11);
-  for (long i = 0; i < n; i++) perm[i] = !std::strcmp(order, "reverse") ? n - 1 - i : i;
-  if (!std::strcmp(order, "scattered")) {
-    for (long i = n - 1; i > 0; i--) {
-      const long j = static_cast<long>(rng.next() % static_cast<uint64_t>(i + 1));
-      const long t = perm[i];
-      perm[i] = perm[j];
-      perm[j] = t;
-    }
   }
   using Clock = std::chrono::steady_clock;
   double alloc_ns = 0, free_ns = 0;

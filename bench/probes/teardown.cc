@@ -29,25 +29,13 @@ int main(int argc, char** argv) {
   const long n = std::atol(argv[1]);
   const char* order = argv[2];
   const double seconds = argc == 4 ? std::atof(argv[3]) : 3.0;
-  if (n < 1 || seconds < 0 || (std::strcmp(order, "alloc") && std::strcmp(order, "reverse") && std::strcmp(order, "scattered"))) {
+  // The pointer array and the permutation come from mmap-sized callocs before the clock.
+  auto** v = n >= 1 ? static_cast<void**>(std::calloc(static_cast<size_t>(n), sizeof(void*))) : nullptr;
+  auto* perm = n >= 1 ? static_cast<long*>(std::calloc(static_cast<size_t>(n), sizeof(long))) : nullptr;
+  bench::Rng rng(7);
+  if (n < 1 || seconds < 0 || !v || !perm || !bench::free_order(perm, n, order, rng)) {
     std::fprintf(stderr, "teardown: COUNT >= 1; ORDER alloc, reverse or scattered; SECONDS >= 0\n");
     return 2;
-  }
-  // The pointer array and the permutation come from mmap-sized callocs before the clock.
-  auto** v = static_cast<void**>(std::calloc(static_cast<size_t>(n), sizeof(void*)));
-  auto* perm = static_cast<long*>(std::calloc(static_cast<size_t>(n), sizeof(long)));
-  if (!v || !perm) return 1;
-  bench::Rng rng(7);
-  for (long i = 0; i < n; i++) perm[i] = i;
-  if (!std::strcmp(order, "reverse")) {
-    for (long i = 0; i < n; i++) perm[i] = n - 1 - i;
-  } else if (!std::strcmp(order, "scattered")) {
-    for (long i = n - 1; i > 0; i--) {
-      const long j = static_cast<long>(rng.next() % static_cast<uint64_t>(i + 1));
-      const long t = perm[i];
-      perm[i] = perm[j];
-      perm[j] = t;
-    }
   }
   const long base = bench::rss_mib();
   auto t0 = std::chrono::steady_clock::now();

@@ -61,6 +61,23 @@ class Rng {
   uint64_t s_[4];
 };
 
+// The order in which a probe frees n blocks: "alloc" (0 .. n-1), "reverse", or
+// "scattered", a fixed pseudo-random permutation drawn from rng. False for another name.
+inline bool free_order(long* perm, long n, const char* order, Rng& rng) {
+  const bool reverse = !std::strcmp(order, "reverse"), scattered = !std::strcmp(order, "scattered");
+  if (!reverse && !scattered && std::strcmp(order, "alloc")) return false;
+  for (long i = 0; i < n; i++) perm[i] = reverse ? n - 1 - i : i;
+  if (scattered) {
+    for (long i = n - 1; i > 0; i--) {
+      const long j = static_cast<long>(rng.next() % static_cast<uint64_t>(i + 1));
+      const long t = perm[i];
+      perm[i] = perm[j];
+      perm[j] = t;
+    }
+  }
+  return true;
+}
+
 // Scale of a run: full (the comparison), quick (a third or less), smoke (ctest: seconds).
 enum class Scale { Smoke, Quick, Full };
 

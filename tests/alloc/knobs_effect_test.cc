@@ -92,32 +92,55 @@ TEST(AllocKnobs, LocalFreesGrowTheMagazineToHoldTheWorkingSet) {
   EXPECT_EQ(late_misses, 0u);
 }
 
-// One round of a working set bigger than the magazine's ceiling (6000 blocks of 64 B, 375
-// KiB: mallocs, then frees in scattered order); returns the tiny misses it took.
-uint64_t big_round(std::vector<void*>& v) {
-  const uint64_t before = stats().tier[HAKMEM_TIER_TINY].misses;
-  for (auto& p : v) p = kept(malloc(64));
+// One round of a working set: v.size() mallocs of `size` bytes, then frees in scattered
+// order. Returns the misses of `tier` it took.
+uint64_t round_misses(std::vector<void*>& v, size_t size, int tier) {
+  const uint64_t before = stats().tier[tier].misses;
+  for (auto& p : v) p = kept(malloc(size));
   for (size_t i = 0; i < v.size(); i++) free(v[(i * 7919) % v.size()]);
-  return stats().tier[HAKMEM_TIER_TINY].misses - before;
+  return stats().tier[tier].misses - before;
 }
 
-// Rounds bigger than the ceiling (128 KiB of blocks) raise it: the miss that follows frees
-// which overflowed the magazine raises it to hold the round, so the later rounds need no
-// refill at all. Without that, each round overflowed 2048 blocks to the slabs and refilled
-// them (a refill at most every 2048 mallocs).
+// Ten rounds: the misses of the second, and of the last four.
+struct TenRounds {
+  uint64_t second = 0, last_four = 0;
+};
+TenRounds ten_rounds(std::vector<void*>& v, size_t size, int tier) {
+  TenRounds r;
+  for (int round = 0; round < 10; round++) {
+    const uint64_t misses = round_misses(v, size, tier);
+    if (round == 1) r.second = misses;
+    if (round >= 6) r.last_four += misses;
+  }
+  return r;
+}
+
+// Runs the calling thread's idle check twice with its magazines untouched in between:
+// bundle.decay_ms 40 makes it due every 10 ms, and each refill of a fresh tiny class runs
+// it.
+void let_the_idle_check_run_twice() {
+  set_knob("bundle.decay_ms", 40);
+  for (size_t size : {300, 400, 500}) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(15));
+    free(kept(malloc(size)));
+  }
+  set_knob("bundle.decay_ms", 1000);
+}
+
+// Rounds bigger than the ceiling (128 KiB of blocks; here 6000 blocks of 64 B, 375 KiB)
+// raise it: the miss that follows frees which overflowed the magazine raises it to hold
+// the round, so the later rounds need no refill at all. Without that, each round
+// overflowed 2048 blocks to the slabs and refilled them (a refill at most every 2048
+// mallocs).
 TEST(AllocKnobs, RoundsBiggerThanTheCeilingRaiseIt) {
-  uint64_t first = 0, late = 0;
+  TenRounds r;
   std::thread t([&] {
     std::vector<void*> v(6000);
-    for (int round = 0; round < 10; round++) {
-      const uint64_t misses = big_round(v);
-      if (round == 1) first = misses;
-      if (round >= 6) late += misses;
-    }
+    r = ten_rounds(v, 64, HAKMEM_TIER_TINY);
   });
   t.join();
-  EXPECT_GE(first, 2u);  // the second round still overflows and refills
-  EXPECT_EQ(late, 0u);
+  EXPECT_GE(r.second, 2u);  // the second round still overflows and refills
+  EXPECT_EQ(r.last_four, 0u);
 }
 
 // The raised ceiling lasts while the thread uses the class. Once the magazine has not moved
@@ -127,19 +150,14 @@ TEST(AllocKnobs, AnIdleClassGoesBackToTheBaseCeiling) {
   uint64_t busy = 0, after_idle = 0;
   std::thread t([&] {
     std::vector<void*> v(6000);
-    for (int round = 0; round < 8; round++) big_round(v);
+    for (int round = 0; round < 8; round++) round_misses(v, 64, HAKMEM_TIER_TINY);
     // A refill of another class runs the periodic check; without a pause the 64 B magazine
     // moved in between (the check is not due yet), and it keeps its ceiling.
     free(kept(malloc(200)));
-    busy = big_round(v);
-    set_knob("bundle.decay_ms", 40);  // the idle check every 10 ms
-    for (size_t size : {300, 400, 500}) {  // three refills, 15 ms apart, each a check
-      std::this_thread::sleep_for(std::chrono::milliseconds(15));
-      free(kept(malloc(size)));
-    }
-    set_knob("bundle.decay_ms", 1000);
-    big_round(v);  // refills the flushed magazine
-    after_idle = big_round(v);
+    busy = round_misses(v, 64, HAKMEM_TIER_TINY);
+    let_the_idle_check_run_twice();
+    round_misses(v, 64, HAKMEM_TIER_TINY);  // refills the flushed magazine
+    after_idle = round_misses(v, 64, HAKMEM_TIER_TINY);
   });
   t.join();
   EXPECT_EQ(busy, 0u);
@@ -150,34 +168,19 @@ TEST(AllocKnobs, AnIdleClassGoesBackToTheBaseCeiling) {
 // magazine's 32 blocks. The miss after a round that flushed raises the ceiling to hold the
 // round (up to 1 MiB), and the later rounds need no refill; an idle class goes back to the
 // base ceiling.
-uint64_t pool_round(std::vector<void*>& v) {
-  const uint64_t before = stats().tier[HAKMEM_TIER_POOL].misses;
-  for (auto& p : v) p = kept(malloc(4096));
-  for (size_t i = 0; i < v.size(); i++) free(v[(i * 7919) % v.size()]);
-  return stats().tier[HAKMEM_TIER_POOL].misses - before;
-}
-
 TEST(AllocKnobs, PoolRoundsBiggerThanTheCeilingRaiseIt) {
-  uint64_t first = 0, late = 0, after_idle = 0;
+  TenRounds r;
+  uint64_t after_idle = 0;
   std::thread t([&] {
     std::vector<void*> v(200);
-    for (int round = 0; round < 10; round++) {
-      const uint64_t misses = pool_round(v);
-      if (round == 1) first = misses;
-      if (round >= 6) late += misses;
-    }
-    set_knob("bundle.decay_ms", 40);  // the idle check every 10 ms
-    for (size_t size : {300, 400, 500}) {  // three tiny refills, 15 ms apart, each a check
-      std::this_thread::sleep_for(std::chrono::milliseconds(15));
-      free(kept(malloc(size)));
-    }
-    set_knob("bundle.decay_ms", 1000);
-    pool_round(v);
-    after_idle = pool_round(v);
+    r = ten_rounds(v, 4096, HAKMEM_TIER_POOL);
+    let_the_idle_check_run_twice();
+    round_misses(v, 4096, HAKMEM_TIER_POOL);
+    after_idle = round_misses(v, 4096, HAKMEM_TIER_POOL);
   });
   t.join();
-  EXPECT_GE(first, 2u);  // the second round still flushes and refills
-  EXPECT_EQ(late, 0u);
+  EXPECT_GE(r.second, 2u);  // the second round still flushes and refills
+  EXPECT_EQ(r.last_four, 0u);
   EXPECT_GE(after_idle, 2u);
 }
 
