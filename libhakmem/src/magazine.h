@@ -20,6 +20,19 @@ inline uintptr_t block_cookie(const void* b) {
   return g_cookie_secret ^ reinterpret_cast<uintptr_t>(b);
 }
 
+// A capacity doubled, at most `ceiling`.
+inline uint32_t doubled(uint32_t cap, uint32_t ceiling) { return cap * 2 > ceiling ? ceiling : cap * 2; }
+
+// The ceiling for a thread that freed a round of `round` blocks past its magazine and came
+// back for them (tiny.cc, pool.cc): the smallest doubling of `base` that holds the round, at
+// most `most`; `base` for a round bigger than `most`.
+inline uint32_t ceiling_for_round(uint64_t round, uint32_t base, uint32_t most) {
+  if (round > most) return base;
+  uint32_t ceiling = base;
+  while (ceiling < round) ceiling *= 2;
+  return ceiling < most ? ceiling : most;
+}
+
 // A LIFO of free blocks with a capacity. Owned by one thread; no atomics. It keeps the room
 // left (capacity less count) rather than the count, so the free fast path tests one field
 // against zero instead of comparing two. A refill may push one block past the capacity (a

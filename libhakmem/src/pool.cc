@@ -70,11 +70,7 @@ uint32_t pool_boost_cap(uint32_t c) {
 // too big for pool_boost_cap gets the base ceiling back.
 void raise_ceiling(Heap* h, uint32_t c) {
   const uint64_t round = uint64_t{h->pool_ceiling[c]} + h->pool_spilled[c];
-  uint32_t ceiling = pool_cap(c);
-  if (round <= pool_boost_cap(c)) {
-    while (ceiling < round) ceiling *= 2;
-    if (ceiling > pool_boost_cap(c)) ceiling = pool_boost_cap(c);
-  }
+  const uint32_t ceiling = ceiling_for_round(round, pool_cap(c), pool_boost_cap(c));
   h->pool_ceiling[c] = ceiling;
   Magazine& m = h->pool[c];  // empty: lowering its capacity flushes nothing
   if (m.cap > ceiling) m.set_cap(ceiling);
@@ -214,7 +210,7 @@ void pool_free(Heap* h, void* p, PageDesc* pg) {
   if (m.cap == 0) m.set_cap(pool_cap(c));
   if (m.full()) {
     if (m.cap < h->pool_ceiling[c]) {
-      m.set_cap(m.cap * 2 < h->pool_ceiling[c] ? m.cap * 2 : h->pool_ceiling[c]);  // see pool_cap
+      m.set_cap(doubled(m.cap, h->pool_ceiling[c]));  // see pool_cap
     } else {
       const uint32_t keep = m.cap / 2;
       h->pool_spilled[c] += m.count() - keep;

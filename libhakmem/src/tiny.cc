@@ -134,14 +134,8 @@ uint32_t tiny_max_cap(const Heap* h, uint32_t c) { return h->tiny_ceiling[c]; }
 // for kBoostCap gets the base ceiling back, so that its teardown's flush stays small.
 void raise_ceiling(Heap* h, uint32_t c) {
   const uint64_t round = uint64_t{h->tiny_ceiling[c]} + h->tiny_direct[c];
-  uint32_t ceiling = kMaxCap.v[c];
-  if (round <= kBoostCap.v[c]) {
-    while (ceiling < round) ceiling *= 2;
-    if (ceiling > kBoostCap.v[c]) ceiling = kBoostCap.v[c];
-  }
-  h->tiny_ceiling[c] = ceiling;
+  h->tiny_ceiling[c] = ceiling_for_round(round, kMaxCap.v[c], kBoostCap.v[c]);
 }
-uint32_t doubled(uint32_t cap, uint32_t ceiling) { return cap * 2 > ceiling ? ceiling : cap * 2; }
 
 // Whether a full magazine of class c sends frees to the slabs rather than growing: it is in
 // a teardown's bypass (capacity 0), fixed by tiny.cap, or at its ceiling.
