@@ -171,7 +171,7 @@ uint64_t solve(bench::Rng& rng) {
 
 int main(int argc, char** argv) {
   const bench::Args args = bench::parse_args(argc, argv);
-  const long problems = args.pick(300, 100, 10);
+  const long problems = args.pick(900, 100, 10);
   bench::Rng rng(5);
   uint64_t sum = 0;
   bench::Timer t;
