@@ -579,18 +579,11 @@ void* decay_thread_main(void*) {
 
 }  // namespace
 
-void decay_thread_maybe_start() {
-  int state = g_decay_thread.load(std::memory_order_relaxed);
-  if (state == 1 || state == 2 || !knob(proto::Knob::DecayThread)) return;
-  // Only once there is something worth returning: most short programs never get here, and
-  // none does during its own start-up.
-  const proto::Segment& seg = control_segment();
-  uint64_t cached = 0;
-  for (Tier t : {Tier::Pool, Tier::Bundle})
-    cached += seg.global.tier[static_cast<size_t>(t)][static_cast<size_t>(GlobalCounter::CachedBytes)].load(
-        std::memory_order_relaxed);
-  cached += proto::whale_shard_sum(seg.global, proto::kWhaleShardCached);
-  if (static_cast<int64_t>(cached) < (int64_t{8} << 20)) return;
+namespace {
+
+// The start itself, out of line: its frame (signal sets, thread attributes) would otherwise
+// be set up on every call, and most calls return at the checks before it.
+__attribute__((noinline)) void decay_thread_start(int state) {
   if (!g_decay_thread.compare_exchange_strong(state, 1, std::memory_order_acq_rel)) return;
   // Held across pthread_join and pthread_create, whose frees and allocations come back to
   // us: none of our paths takes this lock once the state is 1.
@@ -616,6 +609,22 @@ void decay_thread_maybe_start() {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   pthread_attr_destroy(&attr);
   errno = saved;
+}
+
+}  // namespace
+
+void decay_thread_maybe_start() {
+  int state = g_decay_thread.load(std::memory_order_relaxed);
+  if (state == 1 || state == 2 || !knob(proto::Knob::DecayThread)) return;
+  // Only once there is something worth returning: most short programs never get here, and
+  // none does during its own start-up.
+  const proto::Segment& seg = control_segment();
+  uint64_t cached = 0;
+  for (Tier t : {Tier::Pool, Tier::Bundle})
+    cached += seg.global.tier[static_cast<size_t>(t)][static_cast<size_t>(GlobalCounter::CachedBytes)].load(
+        std::memory_order_relaxed);
+  cached += proto::whale_shard_sum(seg.global, proto::kWhaleShardCached);
+  if (static_cast<int64_t>(cached) >= (int64_t{8} << 20)) decay_thread_start(state);
 }
 
 bool decay_thread_retire() {
