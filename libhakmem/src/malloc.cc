@@ -219,7 +219,8 @@ void* hk_aligned(size_t align, size_t n) {
   }
   Heap* h = t_heap;
   if (h == &g_empty_heap) heap_get_slow();
-  return whale_path(n, align < 4096 ? 4096 : align, false);
+  // Up to 64, a coloured whale block is aligned enough (whale.cc).
+  return whale_path(n, align <= 64 ? align : (align < 4096 ? 4096 : align), false);
 }
 
 }  // namespace hakmem

@@ -430,7 +430,7 @@ TEST(AllocApi, BundleBlocksAreCacheColouredOffTheFirstLineOfAPage) {
       EXPECT_LE(off, 320u) << n;
       colours[off / 64] = true;
       if (i == 0) usable = malloc_usable_size(p);
-      EXPECT_EQ(malloc_usable_size(p), usable) << n << ": the usable size depends on the size alone";
+      EXPECT_EQ(malloc_usable_size(p), usable) << n << ": new mappings of one size have one usable size";
       EXPECT_GE(usable, n);
       fill_pattern(p, usable, i);
       blocks.push_back(p);
@@ -468,6 +468,61 @@ TEST(AllocApi, BundleBlocksAreCacheColouredOffTheFirstLineOfAPage) {
   free(p);
   void* q = malloc(64 << 10);
   EXPECT_EQ(q, p) << "the block went back to its bin as usual";
+  free(q);
+}
+
+// Whale blocks start on page-offset line 2, 3, 4 or 5 past their header page as well,
+// varied by mapping; new mappings for one request size have one usable size (a cached one
+// may be handed out whole, bigger). A cached coloured whale still serves aligned requests
+// aligned.
+TEST(AllocApi, WhaleBlocksAreCacheColouredAndAlignedRequestsStayAligned) {
+  for (size_t n : {size_t{2} << 20, size_t{3} << 20, (size_t{10} << 20) + 5}) {
+    malloc_trim(0);  // nothing cached: every block below is a new mapping
+    std::vector<void*> blocks;
+    std::vector<bool> colours(64);
+    size_t usable = 0;
+    for (int i = 0; i < 6; i++) {
+      void* p = malloc(n);
+      ASSERT_NE(p, nullptr);
+      const uintptr_t off = reinterpret_cast<uintptr_t>(p) & 4095;
+      EXPECT_EQ(off % 64, 0u) << n;
+      EXPECT_GE(off, 128u) << n;
+      EXPECT_LE(off, 320u) << n;
+      colours[off / 64] = true;
+      if (i == 0) usable = malloc_usable_size(p);
+      EXPECT_EQ(malloc_usable_size(p), usable) << n << ": the usable size depends on the size alone";
+      EXPECT_GE(usable, n);
+      fill_pattern(p, usable, i);
+      blocks.push_back(p);
+    }
+    EXPECT_GE(std::count(colours.begin(), colours.end(), true), 2) << n << ": colours vary by mapping";
+    for (size_t i = 0; i < blocks.size(); i++) EXPECT_TRUE(check_pattern(blocks[i], usable, static_cast<int>(i))) << n;
+    // Freed, they are cached; aligned requests of the same size must not get them as they are.
+    for (void* p : blocks) free(p);
+    for (size_t align : {size_t{64}, size_t{128}, size_t{4096}, size_t{1} << 20}) {
+      void* p = nullptr;
+      ASSERT_EQ(posix_memalign(&p, align, n), 0) << align;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % align, 0u) << align << " " << n;
+      EXPECT_GE(malloc_usable_size(p), n);
+      memset(p, 3, n);
+      free(p);
+    }
+  }
+  // The page start below a coloured block is not a block: its free is reported and harms
+  // nothing.
+  auto* p = static_cast<char*>(malloc(3 << 20));
+  ASSERT_NE(p, nullptr);
+  fill_pattern(p, 3 << 20, 7);
+  char* page = p - (reinterpret_cast<uintptr_t>(p) & 4095);
+  ASSERT_NE(page, p);
+  void (*volatile free_fn)(void*) = free;
+  std::string err = capture_stderr([&] { free_fn(page); });
+  EXPECT_NE(err.find("invalid"), std::string::npos) << err;
+  EXPECT_NE(err.find(hex(page)), std::string::npos) << err;
+  EXPECT_TRUE(check_pattern(p, 3 << 20, 7));
+  free(p);
+  void* q = malloc(3 << 20);
+  EXPECT_EQ(q, p) << "the block went back to the whale cache as usual";
   free(q);
 }
 

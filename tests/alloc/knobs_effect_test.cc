@@ -499,9 +499,12 @@ TEST(AllocArena, ANewBundleChunkIsTakenFromACachedWhaleBeforeOneIsMapped) {
   auto* w = static_cast<char*>(malloc(kWhale));
   ASSERT_NE(w, nullptr);
   touch(w, kWhale);
-  // The mapping: one header page below the block, chunk-aligned.
-  const uintptr_t base = reinterpret_cast<uintptr_t>(w) - 4096;
+  // The mapping: one header page below the block's page (the block starts a colour into
+  // it), chunk-aligned.
+  const uintptr_t base = (reinterpret_cast<uintptr_t>(w) & ~uintptr_t{4095}) - 4096;
   ASSERT_EQ(base % kChunk, 0u);
+  // The end of the last page touch() writes (it writes w + k * 4 KiB).
+  const uintptr_t touched_end = ((reinterpret_cast<uintptr_t>(w) + kWhale - 4096) & ~uintptr_t{4095}) + 4096;
   free(w);
   // Runs of 1 MiB fill whatever room the arenas have, then need new chunks: the first ones
   // come from cached whales, smallest first (earlier tests may have left some).
@@ -519,7 +522,7 @@ TEST(AllocArena, ANewBundleChunkIsTakenFromACachedWhaleBeforeOneIsMapped) {
   touch(inside, kRun);
   EXPECT_LE(minor_faults() - before, kStrayFaults) << "touching the run faulted";
   const char* rest = reinterpret_cast<const char*>(base + kChunk);
-  EXPECT_EQ(resident_pages(rest, kWhale + 4096 - kChunk), static_cast<long>((kWhale + 4096 - kChunk) / 4096))
+  EXPECT_EQ(resident_pages(rest, touched_end - (base + kChunk)), static_cast<long>((touched_end - (base + kChunk)) / 4096))
       << "the rest of the mapping should stay mapped and resident";
   // Once free, the chunk goes back to the OS like any other bundle memory. malloc_trim
   // (which also empties this thread's bins, where the last frees may sit) returns it now.
