@@ -405,6 +405,56 @@ TEST(AllocApi, BundleAndWhaleReuseLeavesTheBlockUntouched) {
   }
 }
 
+// Mallocs `count` blocks of n bytes, all live at once, and checks that each starts on
+// page-offset line 2, 3, 4 or 5, that not all on the same one, that they share one usable
+// size of at least n, and that each holds what was written to all of it. Returns them.
+std::vector<void*> expect_coloured_blocks(size_t n, int count) {
+  std::vector<void*> blocks;
+  std::vector<bool> colours(64);
+  size_t usable = 0;
+  for (int i = 0; i < count; i++) {
+    void* p = malloc(n);
+    if (!p) {
+      ADD_FAILURE() << "malloc failed";
+      break;
+    }
+    const uintptr_t off = reinterpret_cast<uintptr_t>(p) & 4095;
+    EXPECT_EQ(off % 64, 0u);
+    EXPECT_GE(off, 128u);
+    EXPECT_LE(off, 320u);
+    colours[off / 64] = true;
+    if (i == 0) usable = malloc_usable_size(p);
+    EXPECT_EQ(malloc_usable_size(p), usable) << "the usable size depends on the request alone";
+    EXPECT_GE(usable, n);
+    fill_pattern(p, usable, i);
+    blocks.push_back(p);
+  }
+  EXPECT_GE(std::count(colours.begin(), colours.end(), true), 2) << "colours vary with position";
+  for (size_t i = 0; i < blocks.size(); i++) EXPECT_TRUE(check_pattern(blocks[i], usable, static_cast<int>(i)));
+  return blocks;
+}
+
+// Frees the page start below a coloured block of n bytes, which is not a block: the free
+// is reported as invalid with its address, and the block keeps its contents and is freed
+// and reused as usual.
+void expect_page_start_free_reported(size_t n) {
+  auto* p = static_cast<char*>(malloc(n));
+  ASSERT_NE(p, nullptr);
+  fill_pattern(p, n, 5);
+  char* page = p - (reinterpret_cast<uintptr_t>(p) & 4095);
+  ASSERT_NE(page, p);
+  void (*volatile free_fn)(void*) = free;
+  std::string err = capture_stderr([&] { free_fn(page); });
+  EXPECT_NE(err.find("invalid"), std::string::npos) << err;
+  EXPECT_NE(err.find(hex(page)), std::string::npos) << err;
+  EXPECT_TRUE(check_pattern(p, n, 5));
+  const uintptr_t where = reinterpret_cast<uintptr_t>(p);
+  free(p);
+  void* q = malloc(n);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(q), where) << "the block went back to its cache as usual";
+  free(q);
+}
+
 // Bundle blocks up to 256 KiB start on page-offset line 2, 3, 4 or 5 of their run, not on
 // line 0 (the L1 set of every page-aligned structure), varied by position; larger ones start
 // on their run. The usable size depends on the request alone. Aligned requests still get
@@ -418,26 +468,8 @@ TEST(AllocApi, BundleBlocksAreCacheColouredOffTheFirstLineOfAPage) {
     free(p);
   }
   for (size_t n : {size_t{40000}, size_t{64} << 10, size_t{100000}, size_t{256} << 10}) {
-    std::vector<void*> blocks;
-    std::vector<bool> colours(64);
-    size_t usable = 0;
-    for (int i = 0; i < 16; i++) {
-      void* p = malloc(n);
-      ASSERT_NE(p, nullptr);
-      const uintptr_t off = reinterpret_cast<uintptr_t>(p) & 4095;
-      EXPECT_EQ(off % 64, 0u) << n;
-      EXPECT_GE(off, 128u) << n;
-      EXPECT_LE(off, 320u) << n;
-      colours[off / 64] = true;
-      if (i == 0) usable = malloc_usable_size(p);
-      EXPECT_EQ(malloc_usable_size(p), usable) << n << ": new mappings of one size have one usable size";
-      EXPECT_GE(usable, n);
-      fill_pattern(p, usable, i);
-      blocks.push_back(p);
-    }
-    EXPECT_GE(std::count(colours.begin(), colours.end(), true), 2) << n << ": colours vary with position";
-    for (size_t i = 0; i < blocks.size(); i++) EXPECT_TRUE(check_pattern(blocks[i], usable, static_cast<int>(i))) << n;
-    for (void* p : blocks) free(p);
+    SCOPED_TRACE(n);
+    for (void* p : expect_coloured_blocks(n, 16)) free(p);
   }
   for (size_t align : {size_t{128}, size_t{4096}, size_t{16384}}) {
     for (size_t n : {size_t{40000}, size_t{64} << 10}) {
@@ -456,49 +488,19 @@ TEST(AllocApi, BundleBlocksAreCacheColouredOffTheFirstLineOfAPage) {
       EXPECT_EQ(stats().double_frees, before + 1) << align << " " << n;
     }
   }
-  auto* p = static_cast<char*>(malloc(64 << 10));
-  ASSERT_NE(p, nullptr);
-  fill_pattern(p, 64 << 10, 5);
-  char* run = p - (reinterpret_cast<uintptr_t>(p) & 4095);
-  void (*volatile free_fn)(void*) = free;
-  std::string err = capture_stderr([&] { free_fn(run); });
-  EXPECT_NE(err.find("invalid"), std::string::npos) << err;
-  EXPECT_NE(err.find(hex(run)), std::string::npos) << err;
-  EXPECT_TRUE(check_pattern(p, 64 << 10, 5));
-  free(p);
-  void* q = malloc(64 << 10);
-  EXPECT_EQ(q, p) << "the block went back to its bin as usual";
-  free(q);
+  expect_page_start_free_reported(64 << 10);
 }
 
 // Whale blocks start on page-offset line 2, 3, 4 or 5 past their header page as well,
 // varied by mapping; new mappings for one request size have one usable size (a cached one
-// may be handed out whole, bigger). A cached coloured whale still serves aligned requests
+// may be handed out whole, bigger). A cached coloured whale serves aligned requests
 // aligned.
 TEST(AllocApi, WhaleBlocksAreCacheColouredAndAlignedRequestsStayAligned) {
   for (size_t n : {size_t{2} << 20, size_t{3} << 20, (size_t{10} << 20) + 5}) {
+    SCOPED_TRACE(n);
     malloc_trim(0);  // nothing cached: every block below is a new mapping
-    std::vector<void*> blocks;
-    std::vector<bool> colours(64);
-    size_t usable = 0;
-    for (int i = 0; i < 6; i++) {
-      void* p = malloc(n);
-      ASSERT_NE(p, nullptr);
-      const uintptr_t off = reinterpret_cast<uintptr_t>(p) & 4095;
-      EXPECT_EQ(off % 64, 0u) << n;
-      EXPECT_GE(off, 128u) << n;
-      EXPECT_LE(off, 320u) << n;
-      colours[off / 64] = true;
-      if (i == 0) usable = malloc_usable_size(p);
-      EXPECT_EQ(malloc_usable_size(p), usable) << n << ": the usable size depends on the size alone";
-      EXPECT_GE(usable, n);
-      fill_pattern(p, usable, i);
-      blocks.push_back(p);
-    }
-    EXPECT_GE(std::count(colours.begin(), colours.end(), true), 2) << n << ": colours vary by mapping";
-    for (size_t i = 0; i < blocks.size(); i++) EXPECT_TRUE(check_pattern(blocks[i], usable, static_cast<int>(i))) << n;
-    // Freed, they are cached; aligned requests of the same size must not get them as they are.
-    for (void* p : blocks) free(p);
+    // Freed, they are cached; an aligned request that takes one gets its block re-placed.
+    for (void* p : expect_coloured_blocks(n, 6)) free(p);
     for (size_t align : {size_t{64}, size_t{128}, size_t{4096}, size_t{1} << 20}) {
       void* p = nullptr;
       ASSERT_EQ(posix_memalign(&p, align, n), 0) << align;
@@ -510,20 +512,7 @@ TEST(AllocApi, WhaleBlocksAreCacheColouredAndAlignedRequestsStayAligned) {
   }
   // The page start below a coloured block is not a block: its free is reported and harms
   // nothing.
-  auto* p = static_cast<char*>(malloc(3 << 20));
-  ASSERT_NE(p, nullptr);
-  fill_pattern(p, 3 << 20, 7);
-  char* page = p - (reinterpret_cast<uintptr_t>(p) & 4095);
-  ASSERT_NE(page, p);
-  void (*volatile free_fn)(void*) = free;
-  std::string err = capture_stderr([&] { free_fn(page); });
-  EXPECT_NE(err.find("invalid"), std::string::npos) << err;
-  EXPECT_NE(err.find(hex(page)), std::string::npos) << err;
-  EXPECT_TRUE(check_pattern(p, 3 << 20, 7));
-  free(p);
-  void* q = malloc(3 << 20);
-  EXPECT_EQ(q, p) << "the block went back to the whale cache as usual";
-  free(q);
+  expect_page_start_free_reported(3 << 20);
 }
 
 TEST(AllocApi, DoubleFreeIsReportedInEveryTier) {
