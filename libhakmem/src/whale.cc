@@ -9,8 +9,9 @@
 // page-offset line 2, 3, 4 or 5, as for bundle blocks (chunk.h): a program that walks a
 // page-aligned block page by page writes every line of one L1 set, set 0, which holds the
 // first line of every page-aligned structure, its own and ours. Measured on vm (a 2 MiB
-// block written one byte per page, 15 alternating processes, twice): 2,400 -> 2,214 and
-// 2,768 -> 2,450 ns/iter (glibc, whose block starts on line 10: 2,235 and 2,589). No
+// block written one byte per page, 15 alternating processes): 2,367 -> 2,165 ns/iter,
+// glibc 2,143 (its block starts on line 10); with a fixed colour, twice, 2,400 -> 2,214
+// and 2,768 -> 2,450 (glibc 2,235 and 2,589). No
 // MADV_HUGEPAGE unless thp.enable=1: measured, it made first touches stall in compaction
 // and kept sparse blocks 2 MiB-resident.
 #include <errno.h>
