@@ -37,14 +37,15 @@ __attribute__((always_inline)) inline void* count_alloc(Heap* h, proto::Tier t, 
 }  // namespace
 
 __attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool zero) noexcept {
-  int saved = errno;
+  int* const err = &errno;  // one call to find it, for the save and the restore
+  const int saved = *err;
   Heap* h = t_heap;
   if (h == &g_empty_heap) h = heap_get_slow();  // may stay null: re-entrant init
   else heap_poll(h);  // whale operations are rare and slow: each one may see knob changes
   bool fresh = false;
   void* p = whale_malloc(h, n, align, &fresh);
   if (p) {
-    errno = saved;
+    *err = saved;
     if (zero && !fresh) memset(p, 0, n);
   }
   return p;

@@ -95,15 +95,17 @@ void shard_add(std::atomic<T>& figure, int64_t delta) {
 // least 64 MiB): freed whales of a program whose big blocks come and go stay hot, while a
 // program that shrank does not keep its old peak resident. `leaving`: a mapping being freed,
 // still counted in use.
-size_t cache_cap(size_t leaving = 0) {
+// `cached`: cached_total(), read by the caller.
+size_t cache_cap(size_t cached, size_t leaving) {
   size_t knob_cap = knob(proto::Knob::WhaleCacheBytes);
   const size_t mapped = g_whale_mapped.load(std::memory_order_relaxed);
-  const size_t used = cached_total() + leaving;
+  const size_t used = cached + leaving;
   size_t live = mapped > used ? mapped - used : 0;  // loads a moment apart: an estimate
   size_t cap = live > (size_t{64} << 20) ? live : (size_t{64} << 20);
   cap = 4 * cap;
   return cap < knob_cap ? cap : knob_cap;
 }
+size_t cache_cap() { return cache_cap(cached_total(), 0); }
 
 uintptr_t live_check(const void* user) { return g_cookie_secret ^ reinterpret_cast<uintptr_t>(user) ^ 1; }
 uintptr_t cached_check(const void* user) { return g_cookie_secret ^ reinterpret_cast<uintptr_t>(user) ^ 2; }
@@ -460,13 +462,16 @@ void whale_free(Heap* h, void* p, const char* what) {
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::Frees, 1);
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::FreeBytes, usable);
   }
-  size_t cap = cache_cap(w->map_len);
+  // The shards' total, read once: the cap and the check after the push both use it (with
+  // the other threads' changes meanwhile, the cap is an estimate either way).
+  const size_t cached = cached_total(), len = w->map_len;
+  size_t cap = cache_cap(cached, len);
   uint64_t now = os_now_ns();
-  if (w->system || w->map_len > cap || knob(proto::Knob::WhaleDecayMs) == 0) {
+  if (w->system || len > cap || knob(proto::Knob::WhaleDecayMs) == 0) {
     w->check = 0;
     unmap_whale(w);
     // A lowered whale.cache_bytes or whale.decay_ms also applies to what is cached already.
-    if (cached_total() > cap) enforce_cap();
+    if (cached > cap) enforce_cap();
     if (knob(proto::Knob::WhaleDecayMs) == 0) whale_decay(now, true);
     return;
   }
@@ -476,7 +481,7 @@ void whale_free(Heap* h, void* p, const char* what) {
   // (trim, decay, enforce_cap) or reuse may unmap or trim it at once, so its header must not
   // be read after the unlock. It is counted as cached under the shard lock, with the link.
   list_push(w);
-  if (cached_total() > cap) enforce_cap();
+  if (cached + len > cap) enforce_cap();
   decay_tick(now);
   decay_thread_maybe_start();
 }
