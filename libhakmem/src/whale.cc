@@ -112,10 +112,9 @@ uintptr_t cached_check(const void* user) { return g_cookie_secret ^ reinterpret_
 
 char* user_of(WhaleHeader* w) { return w->user; }
 
-// The colour of a block whose mapping starts at `base`, varied by position so that blocks
-// walked side by side (a copy) do not alias 4 KiB apart either.
-size_t whale_colour(uintptr_t base) { return 128 + size_t{((base >> kChunkShift) * 11u) & 3u} * 64; }
-static_assert(128 + 3 * 64 <= kColourMax);
+// The colour of a block whose mapping starts at `base`: a bundle unit's colour (chunk.h)
+// taken by the mapping's chunk index, so it varies by position as theirs does.
+size_t whale_colour(uintptr_t base) { return unit_colour(static_cast<uint32_t>(base >> kChunkShift)); }
 
 // A plain mapping's user pointer is one header page and at most a colour past the mapping
 // start (not placed for an alignment): it may grow in place, or give its first chunk to an
