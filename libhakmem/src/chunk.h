@@ -173,15 +173,20 @@ inline void page_take_blocks(PageDesc* pg, Magazine& m, uint32_t want, uint32_t&
     m.push(b);
     got++;
   }
-  char* base = page_start(pg);
-  while (got < carve_want && pg->carved + pg->block_size <= kPageSize) {
-    Block* b = reinterpret_cast<Block*>(base + pg->carved);
-    pg->carved += pg->block_size;
-    pg->nblocks++;
-    pg->used++;
-    m.push(b);
-    got++;
-  }
+  if (got >= carve_want) return;
+  // Fresh blocks: pushed from the highest down, so that the magazine (a stack) hands them
+  // out in address order, and a program that walks its blocks in the order it made them
+  // reads memory forwards. Pushed upwards, they came out backwards: bench_walk, 4 M blocks
+  // walked in allocation order, 2.59 -> 1.47 ns per 16 B block and 5.91 -> 3.93 per 48 B
+  // (mimalloc 1.53 and 3.79, glibc 2.37 and 4.70; medians of 7 alternating processes).
+  const uint32_t room = (kPageSize - pg->carved) / pg->block_size;
+  const uint32_t k = carve_want - got < room ? carve_want - got : room;
+  char* first = page_start(pg) + pg->carved;
+  for (uint32_t i = k; i-- > 0;) m.push(reinterpret_cast<Block*>(first + size_t{i} * pg->block_size));
+  pg->carved += k * pg->block_size;
+  pg->nblocks += k;
+  pg->used += k;
+  got += k;
 }
 
 // Units of the bundle run p heads, or 0 when p is not the block of a run in use.
