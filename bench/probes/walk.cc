@@ -6,17 +6,7 @@
 //   [LD_PRELOAD=lib] build/bench/bench_walk COUNT SIZE [PASSES]
 // Prints ns per block for the mallocs (with the first touch of their pages) and for one read
 // of a block in the walk.
-#include <chrono>
-
 #include "common.h"
-
-namespace {
-
-double ns_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   if (argc != 3 && argc != 4) {
@@ -31,18 +21,18 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "walk: COUNT, SIZE and PASSES >= 1\n");
     return 2;
   }
-  auto t0 = std::chrono::steady_clock::now();
+  uint64_t t0 = bench::now_ns();
   for (long i = 0; i < n; i++) {
     v[i] = static_cast<unsigned char*>(std::malloc(static_cast<size_t>(size)));
     if (!v[i]) return 1;
     std::memset(v[i], static_cast<int>(i), static_cast<size_t>(size));
   }
-  const double alloc_ns = ns_since(t0) / static_cast<double>(n);
+  const double alloc_ns = static_cast<double>(bench::now_ns() - t0) / static_cast<double>(n);
   uint64_t sum = 0;
-  t0 = std::chrono::steady_clock::now();
+  t0 = bench::now_ns();
   for (long p = 0; p < passes; p++)
     for (long i = 0; i < n; i++) sum += v[i][size / 2];
-  const double walk_ns = ns_since(t0) / static_cast<double>(n * passes);
+  const double walk_ns = static_cast<double>(bench::now_ns() - t0) / static_cast<double>(n * passes);
   for (long i = 0; i < n; i++) std::free(v[i]);
   std::free(v);
   std::printf("walk %ld x %ld B: malloc %.2f ns, walk %.2f ns per block (checksum %llu)\n", n, size, alloc_ns,
