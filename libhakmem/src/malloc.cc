@@ -398,3 +398,18 @@ HK_EXPORT int malloc_trim(size_t) noexcept {
   errno = saved;
   return released > 0 || whales ? 1 : 0;
 }
+
+// glibc's own names for its allocator, which it exports too. A program or library that calls
+// them to reach "the real malloc" (allocation tracers, some language runtimes) would
+// otherwise get glibc's heap, and the plain free() of such a block would be an invalid free
+// here, the block lost. mimalloc, jemalloc and tcmalloc export the same aliases.
+// copy(): the alias carries the target's attributes (glibc declares malloc with its own).
+#define HK_ALIAS(name, target) HK_EXPORT decltype(target) name __attribute__((alias(#target), copy(target)))
+HK_ALIAS(__libc_malloc, malloc);
+HK_ALIAS(__libc_free, free);
+HK_ALIAS(__libc_calloc, calloc);
+HK_ALIAS(__libc_realloc, realloc);
+HK_ALIAS(__libc_memalign, memalign);
+HK_ALIAS(__libc_valloc, valloc);
+HK_ALIAS(__libc_pvalloc, pvalloc);
+#undef HK_ALIAS
