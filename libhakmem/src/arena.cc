@@ -196,17 +196,20 @@ uint32_t bit_find(const uint64_t* bits, uint32_t from, bool want) {
   return hakmem::bit_find(bits, kUnitsPerChunk, from, want);
 }
 
-// First fit of n free units, preferring runs that do not straddle the two huge pages.
-int32_t bundle_find_run(const BundleChunk* ch, uint32_t n) {
+// First fit of n free units starting on a multiple of `align` units (a power of two, at
+// most a half), preferring runs that do not straddle the two huge pages; -1 when none.
+int32_t bundle_find_run(const BundleChunk* ch, uint32_t n, uint32_t align) {
   uint32_t u = bit_find(ch->free_bits, 1, true);
   int32_t straddling = -1;
   while (u + n <= kUnitsPerChunk) {
     uint32_t end = bit_find(ch->free_bits, u, false);
-    if (end - u >= n) {
-      // Inside the run [u, end): a start that keeps [s, s+n) within one half if possible.
-      if (u + n <= kUnitsPerHalf || u >= kUnitsPerHalf) return static_cast<int32_t>(u);
+    const uint32_t s = (u + align - 1) & ~(align - 1);  // the run's first aligned start
+    if (s + n <= end) {
+      // Inside the run [s, end): a start that keeps [s, s+n) within one half if possible
+      // (the half boundary is aligned for any alignment up to a half).
+      if (s + n <= kUnitsPerHalf || s >= kUnitsPerHalf) return static_cast<int32_t>(s);
       if (end >= kUnitsPerHalf + n) return static_cast<int32_t>(kUnitsPerHalf);
-      if (straddling < 0) straddling = static_cast<int32_t>(u);
+      if (straddling < 0) straddling = static_cast<int32_t>(s);
     }
     if (end >= kUnitsPerChunk) break;
     u = bit_find(ch->free_bits, end, true);
@@ -381,8 +384,10 @@ void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool c
 }  // namespace
 
 // Like pages: the own shard, then any other, then a fresh chunk for the own shard; in each,
-// the lowest chunk whose longest free run fits.
-void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured, bool* zero) {
+// the lowest chunk whose longest free run fits (and, for an aligned run, has an aligned
+// start that fits: the index says only that the longest run is long enough).
+void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured, bool* zero,
+                         uint32_t align_units) {
   void* p = nullptr;
   bool populate = false;
   for (uint32_t k = 0; k <= kShards && !p; k++) {
@@ -391,8 +396,9 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
     LockGuard g(a.lock);
     BundleChunk* ch = nullptr;
     uint32_t i = 0;
+    int32_t found = -1;
     for (; i < a.nbundle; i++) {
-      if (a.bundle_max[i] >= units) {
+      if (a.bundle_max[i] >= units && (found = bundle_find_run(a.bundle[i], units, align_units)) >= 0) {
         ch = a.bundle[i];
         break;
       }
@@ -403,10 +409,11 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
       ch = bundle_chunk_new(shard);
       if (!ch) return nullptr;
       i = bundle_index_of(a, ch);
+      found = bundle_find_run(ch, units, align_units);  // a new chunk is free but unit 0
     } else {
       continue;
     }
-    const uint32_t s = static_cast<uint32_t>(bundle_find_run(ch, units));
+    const uint32_t s = static_cast<uint32_t>(found);
     uint32_t lo, hi;
     free_run_around(ch, s, &lo, &hi);
     p = run_take(ch, s, units, prewarm, coloured, &populate, zero);

@@ -26,7 +26,11 @@ void arena_page_release(PageDesc* pg);
 // else at the run start.
 // *zero (when given) tells whether the run's memory is known to read as zero: none of its
 // units was handed out since it was mapped or last purged.
-void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured, bool* zero = nullptr);
+// `align_units` (a power of two, at most kBundleMaxAlign / kUnitSize): the run starts on a
+// unit index that is a multiple of it, so an uncoloured block is aligned to that many units
+// (chunks are 4 MiB-aligned).
+void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured, bool* zero = nullptr,
+                         uint32_t align_units = 1);
 // Frees a run (pre-condition: p is the block of a run in use).
 void arena_bundle_free(void* p);
 // Grows the run p heads to `units` in place when the units after it are free (realloc).

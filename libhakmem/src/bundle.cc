@@ -20,19 +20,23 @@ size_t bundle_usable(const void* p, bool* ok) {
   return u ? bundle_block_bytes(p, u) : 0;
 }
 
-void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured, bool* zero) {
+void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured, bool* zero, uint32_t align_units) {
   if (h == &g_empty_heap) {
     h = heap_get_slow();
     if (!h) return nullptr;
   }
   void* p;
   if (zero) *zero = false;
-  // A cached run keeps the colour it was taken with: an aligned request takes a new run.
-  if (coloured && h->bundle_count[units - kBundleMinUnits]) {
-    p = bundle_bin_pop(h, units - kBundleMinUnits);
+  // A cached run keeps the block it was taken with: an aligned request takes it only when
+  // that block is aligned enough (one an aligned request freed), else a new run.
+  const uint32_t bin = units - kBundleMinUnits;
+  const uintptr_t align_mask = size_t{align_units} * kUnitSize - 1;
+  if (h->bundle_count[bin] &&
+      (coloured || (reinterpret_cast<uintptr_t>(bundle_bin_top(h, bin)) & align_mask) == 0)) {
+    p = bundle_bin_pop(h, bin);
   } else {
     thread_count(&h->ctl, Tier::Bundle, ThreadCounter::Misses, 1);
-    p = arena_bundle_alloc(h->shard, units, h->knob_bundle_prewarm, coloured, zero);
+    p = arena_bundle_alloc(h->shard, units, h->knob_bundle_prewarm, coloured, zero, align_units);
     if (!p) {
       errno = ENOMEM;
       return nullptr;

@@ -70,6 +70,10 @@ static_assert(sizeof(PageDesc) == 128, "page descriptors are found with a shift"
 
 inline constexpr uint32_t kUnitsPerChunk = kChunkSize / kUnitSize;  // 256
 inline constexpr uint32_t kUnitsPerHalf = kUnitsPerChunk / 2;
+// An aligned run (arena_bundle_alloc) starts on a multiple of at most a half, and one of
+// kBundleMaxUnits fits after the first such start of either half.
+static_assert(kBundleMaxAlign / kUnitSize <= kUnitsPerHalf &&
+              kBundleMaxAlign / kUnitSize + kBundleMaxUnits <= kUnitsPerHalf);
 
 // kUnitCached: the head of a run sitting in a thread's bundle bin (in use for the arena,
 // free for the program); written only by the thread that holds the run.

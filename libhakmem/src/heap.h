@@ -115,6 +115,11 @@ inline bool bundle_bin_push(Heap* h, void* p, uint32_t units) {
   return true;
 }
 
+// The block of the most recently cached run of bin i. Pre-condition: bundle_count[i] > 0.
+inline void* bundle_bin_top(const Heap* h, uint32_t i) {
+  return h->bundle_slot[kBundleBinTable.off[i] + h->bundle_count[i] - 1u];
+}
+
 // Takes the most recently cached run of bin i. Pre-condition: bundle_count[i] > 0.
 inline void* bundle_bin_pop(Heap* h, uint32_t i) {
   const uint32_t n = h->bundle_count[i] - 1u;
@@ -186,8 +191,10 @@ void pool_unlock_all();
 void pool_reset_locks();
 
 // Bundle tier (bundle.cc).
-// `coloured`: the block starts at its run's colour (sizeclass.h); false for aligned requests.
-void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured = true, bool* zero = nullptr);
+// `coloured`: the block starts at its run's colour (sizeclass.h); false for aligned requests,
+// whose run starts on a multiple of `align_units` units (arena_bundle_alloc).
+void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured = true, bool* zero = nullptr,
+                         uint32_t align_units = 1);
 void bundle_free(Heap* h, void* p);
 void bundle_flush_all(Heap* h);
 size_t bundle_usable(const void* p, bool* ok);

@@ -190,8 +190,10 @@ void hk_free(void* p) { free_inline(p); }
 
 // Pre-condition: align is a power of two. Each tier gives alignment for free in some cases:
 // tiny/pool blocks sit at multiples of their size from a 64 KiB page start, bundle blocks at
-// a multiple of 64 (their colour) or, uncoloured, on 16 KiB units; beyond that a whale
-// mapping places the block where asked.
+// a multiple of 64 (their colour) or, uncoloured, on a run start that is a multiple of the
+// alignment (up to kBundleMaxAlign); beyond that a whale mapping places the block where
+// asked. A whale per aligned request was a mapping, and its page faults, per call:
+// posix_memalign(64 KiB, 64 KiB) with 2,000 live took 24.9 us a call (glibc 13.7).
 void* hk_aligned(size_t align, size_t n) {
   if (align <= 16) return malloc_inline(n);
   if (n > kMaxRequest) {
@@ -208,11 +210,12 @@ void* hk_aligned(size_t align, size_t n) {
     for (; c < kPoolClasses; c++)
       if (pool_class_size(c) % align == 0) return malloc_inline(pool_class_size(c));
   }
-  if (n <= kBundleMax && align <= kUnitSize) {
+  if (n <= kBundleMax && align <= kBundleMaxAlign) {
     size_t m = n < kPoolMax + 1 ? kPoolMax + 1 : n;
     if (align <= 64) return malloc_inline(m);
     int saved = errno;
-    if (void* p = bundle_malloc_slow(t_heap, bundle_units_uncoloured(m), false)) {
+    const uint32_t align_units = align <= kUnitSize ? 1 : static_cast<uint32_t>(align / kUnitSize);
+    if (void* p = bundle_malloc_slow(t_heap, bundle_units_uncoloured(m), false, nullptr, align_units)) {
       errno = saved;
       return p;
     }

@@ -57,6 +57,9 @@ inline constexpr uint32_t pool_class_size(uint32_t c) {
 inline constexpr size_t kBundleMax = 1024 * 1024;
 inline constexpr size_t kUnitShift = 14;
 inline constexpr size_t kUnitSize = size_t{1} << kUnitShift;
+// Aligned requests of bundle sizes get a run that starts on a multiple of the alignment (up
+// to this one, 64 units: such starts exist in both halves of a chunk); above it, a whale.
+inline constexpr size_t kBundleMaxAlign = size_t{1} << 20;
 // Cache colour: a bundle block starts a few lines (a multiple of 64 bytes, at most
 // kColourMax) into its run, so that a program walking it page by page writes the same
 // line of every page, and that line is not the page-offset-0 one. Page offset 0 is the L1
