@@ -384,8 +384,14 @@ void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool c
 }  // namespace
 
 // Like pages: the own shard, then any other, then a fresh chunk for the own shard; in each,
-// the lowest chunk whose longest free run fits (and, for an aligned run, has an aligned
-// start that fits: the index says only that the longest run is long enough).
+// the highest chunk whose longest free run fits (and, for an aligned run, has an aligned
+// start that fits: the index says only that the longest run is long enough). The kernel
+// places new mappings below the old ones, so the highest chunk is the oldest, whose free
+// runs are the most likely to be resident still; the lowest was the newest, and its fresh
+// units were taken (and faulted in) while runs freed in the older chunks sat idle: a round
+// of 64 blocks of 64 KiB that had spilled into a second chunk faulted in 612 pages again
+// the next round, now none; realloc's workload 4,203 -> 3,928 faults, peak RSS 17.7 ->
+// 16.6 MiB; mixed 40,767 -> 40,606 faults.
 void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured, bool* zero,
                          uint32_t align_units) {
   void* p = nullptr;
@@ -395,9 +401,9 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
     Arena& a = g_arena[(shard + k) % kShards];
     LockGuard g(a.lock);
     BundleChunk* ch = nullptr;
-    uint32_t i = 0;
+    uint32_t i = a.nbundle;
     int32_t found = -1;
-    for (; i < a.nbundle; i++) {
+    while (i-- > 0) {
       if (a.bundle_max[i] >= units && (found = bundle_find_run(a.bundle[i], units, align_units)) >= 0) {
         ch = a.bundle[i];
         break;
