@@ -669,8 +669,9 @@ bool decay_thread_retire() {
 void decay_thread_atfork_child() {
   // The thread did not come along, and a fork in the middle of a start or a retire left
   // the lock as it was; a retired process stays retired.
+  // Nothing is written that is already right: each write copies its page in the child.
   g_decay_lock.reset();
-  g_decay_running.store(false, std::memory_order_relaxed);
+  if (g_decay_running.load(std::memory_order_relaxed)) g_decay_running.store(false, std::memory_order_relaxed);
   const int state = g_decay_thread.load(std::memory_order_relaxed);
   if (state == 1 || state == 3) g_decay_thread.store(0, std::memory_order_relaxed);
 }

@@ -48,7 +48,11 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
 void control_segment_reopen_in_child();
 // True while a fork child still has to create its own segment file.
 extern std::atomic<bool> g_segment_pending;
-// Creates the pending file segment (once), copying what the stand-in counted so far.
+// How long a fork child counts into its stand-in before it creates its file: from its first
+// periodic check to the first one at least this much later.
+inline constexpr uint64_t kChildPublishDelayNs = 100'000'000;
+// Creates the pending file segment (once, and not before kChildPublishDelayNs have passed
+// since the first call), copying what the stand-in counted so far.
 void control_segment_publish_pending();
 // Unlinks the file if this process created it (exit, tests).
 void control_segment_close();

@@ -104,16 +104,28 @@ void thread_exit(void* arg) {
   g_abandoned = h;
 }
 
+// Whether fork_prepare took every lock, for fork_parent and fork_child.
+bool g_fork_locked = false;
+
 void fork_prepare() {
+  if (g_fork_locked) g_fork_locked = false;  // not written when unchanged: see below
   if (g_init_state.load(std::memory_order_acquire) != 2) return;
+  // A process that never had a second thread has no other thread that could hold one of
+  // our locks or be halfway through a change: nothing to take, and nothing to reset in the
+  // child. Taking them wrote the nine pages that hold them just before the fork, so the
+  // parent's unlocks and the child's resets copied each of them (a page fault apiece, in
+  // both processes): a shell running a command substitution paid them for every command.
+  // Any page written around a fork costs that, hence the flag's conditional store.
+  if (os_single_threaded()) return;
   g_heaps_lock.lock();
   pool_lock_all();
   arena_lock_all();
   whale_lock_all();
+  g_fork_locked = true;
 }
 
 void fork_parent() {
-  if (g_init_state.load(std::memory_order_acquire) != 2) return;
+  if (!g_fork_locked) return;
   whale_unlock_all();
   arena_unlock_all();
   pool_unlock_all();
@@ -122,10 +134,12 @@ void fork_parent() {
 
 void fork_child() {
   if (g_init_state.load(std::memory_order_acquire) != 2) return;
-  whale_reset_locks();
-  arena_reset_locks();
-  pool_reset_locks();
-  g_heaps_lock.reset();
+  if (g_fork_locked) {
+    whale_reset_locks();
+    arena_reset_locks();
+    pool_reset_locks();
+    g_heaps_lock.reset();
+  }
   decay_thread_atfork_child();
   // Heaps of the parent's other threads stay as they were (their owners do not exist
   // here; like glibc's per-thread caches, their cached blocks are not reclaimed).

@@ -25,8 +25,11 @@ class alignas(64) Mutex {
   void unlock() {
     if (state_.exchange(0, std::memory_order_release) == 2) os_futex_wake(&state_, 1);
   }
-  // Fork child only: the holder may have been another thread of the parent.
-  void reset() { state_.store(0, std::memory_order_relaxed); }
+  // Fork child only: the holder may have been another thread of the parent. A free lock is
+  // not written: the write would copy its page (a page fault) in every child.
+  void reset() {
+    if (state_.load(std::memory_order_relaxed) != 0) state_.store(0, std::memory_order_relaxed);
+  }
 
  private:
   __attribute__((noinline)) void lock_slow() {

@@ -13,6 +13,10 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#if __has_include(<sys/single_threaded.h>)
+#include <sys/single_threaded.h>
+#define HK_HAVE_SINGLE_THREADED 1
+#endif
 #include <time.h>
 #include <unistd.h>
 
@@ -128,6 +132,11 @@ uint32_t os_tid() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
 int32_t os_pid() { return static_cast<int32_t>(syscall(SYS_getpid)); }
 uint32_t os_uid() { return static_cast<uint32_t>(getuid()); }
 bool os_secure() { return getauxval(AT_SECURE) != 0; }
+#ifdef HK_HAVE_SINGLE_THREADED
+bool os_single_threaded() { return __libc_single_threaded != 0; }
+#else
+bool os_single_threaded() { return false; }
+#endif
 
 uint64_t os_minor_faults() {
   rusage ru;

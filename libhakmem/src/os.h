@@ -46,6 +46,9 @@ int32_t os_pid();
 uint32_t os_uid();
 // True when the process runs setuid/setgid or with capabilities (AT_SECURE): env is ignored.
 bool os_secure();
+// True when the process has never had a second thread (glibc's __libc_single_threaded):
+// no other thread can hold a lock of ours. False when unknown.
+bool os_single_threaded();
 // Minor (soft) page faults of the whole process so far.
 uint64_t os_minor_faults();
 

@@ -236,9 +236,30 @@ void publish(Segment* s, const uint32_t* sizes, uint32_t count, uint64_t env_mas
   s->header.ready.store(1, std::memory_order_release);
 }
 
+// A fork child's stand-in: the parent's header (the same program, arguments and classes)
+// and knob block, with the child's pid. Nothing is read from /proc or the clock here: the
+// start time, the executable and the command line are read when the child publishes a
+// file of its own (fill_header), so a child that only runs a command and exits (a shell's)
+// does not pay three /proc opens.
+void publish_inherited(Segment* s, const Segment& parent) {
+  proto::SegmentHeader& h = s->header;
+  if (s != &parent) {
+    memcpy(static_cast<void*>(&h), &parent.header, sizeof h);
+    memcpy(static_cast<void*>(&s->knobs), &parent.knobs, sizeof s->knobs);
+  }
+  h.pid = os_pid();
+  h.start_time_ticks = 0;
+  h.ready.store(1, std::memory_order_release);
+}
+
 }  // namespace
 
 std::atomic<bool> g_segment_pending{false};
+
+namespace {
+// When a fork child's pending segment may be published (0: its first check has not run).
+std::atomic<uint64_t> g_publish_after_ns{0};
+}  // namespace
 
 bool control_segment_is_shared() { return g_shared; }
 const char* control_segment_path() { return g_path; }
@@ -266,14 +287,8 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
 void control_segment_reopen_in_child() {
   Segment* old = g_seg.load(std::memory_order_acquire);
   const bool was_shared = g_shared;
-  uint32_t sizes[proto::kMaxTinyClasses];
-  uint32_t count = old->header.tiny_class_count;
-  if (count > proto::kMaxTinyClasses) count = proto::kMaxTinyClasses;
-  for (uint32_t c = 0; c < count; c++) sizes[c] = old->header.tiny_class_size[c];
-  const uint64_t env_mask = old->knobs.env_mask.load(std::memory_order_relaxed);
-  const uint64_t generation = old->knobs.generation.load(std::memory_order_acquire);
 
-  // The child counts into the local stand-in first. Its own file appears at its first
+  // The child counts into a local stand-in first. Its own file appears at its first
   // periodic check (control_poll): a child that only execs never creates one, so
   // fork+exec of a program without hakmem leaves nothing behind in the shm dir.
   g_shared = false;
@@ -282,13 +297,21 @@ void control_segment_reopen_in_child() {
   // mapped and cached bytes, and the per-thread counts whose difference is the live bytes
   // (zeroing them made the child's gauges run below zero as it freed inherited blocks).
   // Only slot ownership starts over: the parent's other threads do not exist here.
+  // The stand-in is a fresh mapping, zero and untouched: g_local still holds what the
+  // parent counted before its segment existed, and clearing it first read all 512 site
+  // entries (96 KiB) and wrote the rest, 36 page faults in every child; fork+waitpid of a
+  // child that mallocs once took 409 us (glibc 221), now 300.
+  Segment* local = &g_local;
   if (old != &g_local) {
-    clear_runtime(&g_local);
-    copy_runtime(&g_local, *old);
+    int err = 0;
+    if (void* m = os_map(sizeof(Segment), 0, false, &err)) local = static_cast<Segment*>(m);
+    else clear_runtime(&g_local);
+    copy_runtime(local, *old);
   }
-  release_slots(&g_local);
-  publish(&g_local, sizes, count, env_mask, generation);
-  g_seg.store(&g_local, std::memory_order_release);
+  release_slots(local);
+  publish_inherited(local, *old);
+  g_seg.store(local, std::memory_order_release);
+  g_publish_after_ns.store(0, std::memory_order_relaxed);
   g_segment_pending.store(knob(proto::Knob::ShmEnable) != 0, std::memory_order_relaxed);
   if (was_shared && old != &g_local) {
     // The child must never write into its parent's segment. Replace the shared mapping
@@ -299,11 +322,24 @@ void control_segment_reopen_in_child() {
 }
 
 void control_segment_publish_pending() {
+  // A fork child publishes once it has lived a while: its first check starts the clock, the
+  // first one kChildPublishDelayNs later creates the file. Most children exec or exit well
+  // within that (a shell's commands, a build's compilers), and creating the file (shm_open,
+  // ftruncate, mmap, /proc reads, a sweep of the folder for dead processes' files), then
+  // leaving it for the next sweep when the child ends with _exit, cost each of them about
+  // 100 us. A child that lives longer appears in `hakctl ps` a moment later.
+  const uint64_t now = os_now_ns();
+  uint64_t after = g_publish_after_ns.load(std::memory_order_relaxed);
+  if (after == 0) {
+    g_publish_after_ns.store(now + kChildPublishDelayNs, std::memory_order_relaxed);
+    return;
+  }
+  if (now < after) return;
   bool expected = true;
   if (!g_segment_pending.compare_exchange_strong(expected, false, std::memory_order_acq_rel)) return;
   Segment* s = create_file();
   if (s == nullptr) return;  // warned; stays local
-  const Segment& local = g_local;
+  const Segment& local = *g_seg.load(std::memory_order_acquire);  // g_local, or a fork child's
   copy_runtime(s, local);
   // One generation past the local one: every thread's next control_poll sees a change,
   // reloads and re-targets its slot pointer into the new segment.

@@ -650,12 +650,23 @@ TEST_F(ControlShm, ForkChildGetsItsOwnSegmentWithTheParentsKnobs) {
     proto::snapshot(*local, &snap);
     // Inherited figures: the child's memory is the parent's, so are the counts describing it.
     if (snap.tier[1].allocs() != 3) bad |= 16;
+    // The stand-in carries the parent's header with the child's pid (no /proc read yet).
+    if (local->header.pid != getpid() || local->header.tiny_class_count != 5 ||
+        local->header.tiny_class_size[4] != kSizes[4] || local->header.ready.load() != 1)
+      bad |= 2048;
     thread_count(&t, proto::Tier::Pool, proto::ThreadCounter::Allocs, 5);
-    // The first periodic check creates the child's own file, carrying what was counted.
+    // The first periodic check only starts the clock: a child that execs or exits within
+    // kChildPublishDelayNs (a shell's command) never creates a file.
+    if (control_poll(&t) || control_segment_is_shared() || access(expected_path(getpid()).c_str(), F_OK) == 0)
+      bad |= 8192;
+    usleep(kChildPublishDelayNs / 1000 + 20000);
+    // The first check after that creates the child's own file, carrying what was counted.
     if (!control_poll(&t)) bad |= 32;
     proto::Segment* s = control_segment_ptr();
     if (!control_segment_is_shared() || std::string(control_segment_path()) != expected_path(getpid())) bad |= 64;
     if (s->header.pid != getpid() || t.slot != &s->threads[0]) bad |= 128;
+    // Its own file's header is read afresh: start time (tells a reused pid apart) and exe.
+    if (s->header.start_time_ticks == 0 || s->header.exe[0] == 0 || s->header.tiny_class_count != 5) bad |= 4096;
     proto::snapshot(*s, &snap);
     if (snap.tier[1].allocs() != 3 + 5 || snap.threads_live != 1) bad |= 256;
     if (s->knobs.value[size_t(Knob::TinyCap)].load() != 100 || knob(Knob::TinyCap) != 100) bad |= 512;
