@@ -387,14 +387,11 @@ void* run_take(BundleChunk* ch, uint32_t s, uint32_t units, bool prewarm, bool c
 }  // namespace
 
 // Like pages: the own shard, then any other, then a fresh chunk for the own shard; in each,
-// the highest chunk whose longest free run fits (and, for an aligned run, has an aligned
-// start that fits: the index says only that the longest run is long enough). The kernel
-// places new mappings below the old ones, so the highest chunk is the oldest, whose free
-// runs are the most likely to be resident still; the lowest was the newest, and its fresh
-// units were taken (and faulted in) while runs freed in the older chunks sat idle: a round
-// of 64 blocks of 64 KiB that had spilled into a second chunk faulted in 612 pages again
-// the next round, now none; realloc's workload 4,203 -> 3,928 faults, peak RSS 17.7 ->
-// 16.6 MiB; mixed 40,767 -> 40,606 faults.
+// the highest (oldest) chunk whose longest free run fits, and for an aligned run has an
+// aligned start that fits (the index says only that the longest run is long enough). See
+// chunk_list_insert for why the oldest: a round of 64 blocks of 64 KiB that had spilled
+// into a second chunk faulted 612 pages in again the next round from the lowest; realloc's
+// workload 4,203 -> 3,928 faults, peak RSS 17.7 -> 16.6 MiB.
 void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool coloured, bool* zero,
                          uint32_t align_units) {
   void* p = nullptr;
