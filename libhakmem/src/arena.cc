@@ -11,6 +11,7 @@
 #include "control.h"
 #include "heap.h"
 #include "lock.h"
+#include "mpsc.h"
 #include "os.h"
 
 namespace hakmem {
@@ -26,6 +27,15 @@ namespace {
 // beyond that is served as a whale.
 inline constexpr uint32_t kBundleIndex = 2048;
 
+// A bundle run freed by a thread of another shard, waiting in its arena's remote stack:
+// the link sits in the block's first word.
+struct RemoteRun {
+  RemoteRun* next;
+};
+// A remote stack's bytes passing a multiple of this has the freeing thread see whether the
+// decay thread is due (arena_bundle_free_remote).
+inline constexpr uint64_t kRemoteStartStep = 1u << 20;
+
 struct alignas(64) Arena {
   Mutex lock;
   SmallChunk* small;      // every small chunk of the arena, highest address first
@@ -38,6 +48,10 @@ struct alignas(64) Arena {
   uint32_t nbundle;
   uint8_t bundle_max[kBundleIndex];
   BundleChunk* bundle[kBundleIndex];
+  // Runs freed by threads of other shards (arena_bundle_free_remote), and their bytes: on
+  // a line of their own, so that pushing them never touches the lock or the chunk index.
+  alignas(64) MpscStack<RemoteRun, &RemoteRun::next> remote;
+  std::atomic<uint64_t> remote_bytes;
 };
 constinit Arena g_arena[kShards]{};
 
@@ -368,6 +382,34 @@ void arena_page_release(PageDesc* pg) {
 }
 
 namespace {
+// Frees the run whose block is p (in use, or waiting in the remote stack) into its chunk.
+// Returns its bytes. Pre-condition: a's lock is held.
+size_t run_give_back(Arena& a, void* p, uint64_t now) {
+  BundleChunk* ch = bundle_chunk_of(p);
+  uint32_t s = bundle_unit_of(p);
+  uint32_t n = ch->run[s];
+  for (uint32_t i = s; i < s + n; i++) ch->state[i] = kUnitFree;
+  ch->run[s] = 0;
+  bits_set_range(ch->free_bits, s, n, true);
+  bundle_account(ch, s, n, +1, now);
+  bundle_index_freed(a, ch, s);
+  return size_t{n} * kUnitSize;
+}
+
+// Frees the runs other threads left in a's remote stack. Pre-condition: a's lock is held.
+void remote_drain(Arena& a) {
+  RemoteRun* r = a.remote.take_all();
+  if (r == nullptr) return;
+  const uint64_t now = os_now_ns();
+  size_t bytes = 0;
+  while (r) {
+    RemoteRun* next = r->next;
+    bytes += run_give_back(a, r, now);
+    r = next;
+  }
+  a.remote_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+}
+
 // Marks the run [s, s+units) of ch in use and returns its block: `coloured` places it at
 // the unit's colour (runs of up to kColourUnits), else at the run start; *zero (when asked)
 // says whether the run reads as zero. Pre-condition: the arena lock is held.
@@ -400,6 +442,7 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
     const bool last = k == kShards;
     Arena& a = g_arena[(shard + k) % kShards];
     LockGuard g(a.lock);
+    remote_drain(a);
     BundleChunk* ch = nullptr;
     uint32_t i = a.nbundle;
     int32_t found = -1;
@@ -438,21 +481,29 @@ void arena_bundle_free(void* p) {
   uint64_t now = os_now_ns();
   {
     LockGuard g(a.lock);
-    uint32_t s = static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
-    uint32_t n = ch->run[s];
-    for (uint32_t i = s; i < s + n; i++) ch->state[i] = kUnitFree;
-    ch->run[s] = 0;
-    bits_set_range(ch->free_bits, s, n, true);
-    bundle_account(ch, s, n, +1, now);
-    bundle_index_freed(a, ch, s);
+    remote_drain(a);
+    run_give_back(a, p, now);
   }
   decay_tick(now);
+}
+
+bool arena_bundle_free_remote(void* p, uint32_t units) {
+  BundleChunk* ch = bundle_chunk_of(p);
+  Arena& a = g_arena[ch->arena];
+  const uintptr_t off = reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1);
+  ch->state[bundle_unit_of(p)] = static_cast<uint8_t>(head_state(kUnitCached, off));
+  const size_t bytes = size_t{units} * kUnitSize;
+  const uint64_t before = a.remote_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  a.remote.push(static_cast<RemoteRun*>(p));
+  decay_tick(os_now_ns());
+  return (before + bytes) / kRemoteStartStep != before / kRemoteStartStep;
 }
 
 bool arena_bundle_grow(void* p, uint32_t units) {
   BundleChunk* ch = bundle_chunk_of(p);
   Arena& a = g_arena[ch->arena];
   LockGuard g(a.lock);
+  remote_drain(a);  // a neighbour freed by another thread is free for the growth
   uint32_t s = static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
   uint32_t n = ch->run[s];
   if (unit_kind(ch->state[s]) != kUnitHead || n >= units || s + units > kUnitsPerChunk) return false;
@@ -475,6 +526,7 @@ size_t arena_decay(uint64_t now, bool force) {
     Arena& a = g_arena[s];
     if (force) a.lock.lock();
     else if (!a.lock.try_lock()) continue;
+    remote_drain(a);  // so that a shard whose own threads went quiet still gives them back
     // Small chunks: purge pages free for long enough; unmap chunks empty for long enough,
     // keeping one per arena so a steady workload does not map and unmap in a loop.
     for (SmallChunk* ch = a.small, *next; ch; ch = next) {
@@ -637,6 +689,8 @@ void decay_thread_maybe_start() {
     cached += seg.global.tier[static_cast<size_t>(t)][static_cast<size_t>(GlobalCounter::CachedBytes)].load(
         std::memory_order_relaxed);
   cached += proto::whale_shard_sum(seg.global, proto::kWhaleShardCached);
+  // Runs waiting in remote stacks are as good as cached: the next decay frees them.
+  for (const Arena& a : g_arena) cached += a.remote_bytes.load(std::memory_order_relaxed);
   if (static_cast<int64_t>(cached) >= (int64_t{8} << 20)) decay_thread_start(state);
 }
 

@@ -33,6 +33,15 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
                          uint32_t align_units = 1);
 // Frees a run (pre-condition: p is the block of a run in use).
 void arena_bundle_free(void* p);
+// Frees a run of `units` from a thread of another shard (pre-condition as above): the run
+// waits, marked cached so that a second free is caught, in its arena's lock-free remote
+// stack until the arena's next allocation, free or decay frees it under the lock it takes
+// anyway. The freeing thread takes no lock and touches neither the lock's line nor the
+// chunk index, which a producer's arena keeps in its own cache. Returns true when the
+// caller should call decay_thread_maybe_start: the stack has grown by another MiB. (Asking
+// on every such free read the process-wide cached-bytes counters, whose line the
+// producer's arena then had to fetch back for its next update.)
+bool arena_bundle_free_remote(void* p, uint32_t units);
 // Grows the run p heads to `units` in place when the units after it are free (realloc).
 // Returns false, changing nothing, when they are not. Pre-condition: p heads a run in use
 // of fewer units.

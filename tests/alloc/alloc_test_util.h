@@ -10,7 +10,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "hakmem.h"
 
@@ -116,5 +122,81 @@ inline bool check_pattern(const void* p, size_t n, uint32_t seed) {
 
 // True when `sym` resolves to the hakmem library (so the test really exercises hakmem).
 bool resolves_to_hakmem(const char* sym);
+
+// A thread that runs what it is given, after a malloc of its own (it has a heap from the
+// start): post(fn) hands fn over, wait() returns once it has run; run(fn) does both. fn
+// must outlive the wait.
+class Worker {
+ public:
+  Worker() : t_([this] { loop(); }) {}
+  ~Worker() {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    t_.join();
+  }
+  void post(const std::function<void()>& fn) {
+    std::lock_guard<std::mutex> g(mu_);
+    task_ = &fn;
+    cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> g(mu_);
+    cv_.wait(g, [&] { return task_ == nullptr; });
+  }
+  void run(const std::function<void()>& fn) {
+    post(fn);
+    wait();
+  }
+
+ private:
+  void loop() {
+    free(kept(malloc(16)));
+    std::unique_lock<std::mutex> g(mu_);
+    for (;;) {
+      cv_.wait(g, [&] { return quit_ || task_ != nullptr; });
+      if (task_ == nullptr) return;
+      const std::function<void()>* fn = task_;
+      g.unlock();  // the poster may go on meanwhile
+      (*fn)();
+      g.lock();
+      task_ = nullptr;
+      cv_.notify_all();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  const std::function<void()>* task_ = nullptr;
+  bool quit_ = false;
+  std::thread t_;
+};
+
+// A thread whose frees of the calling thread's bundle runs (and pool pages) are remote: its
+// heap is on another arena shard than the caller's (heaps take the shards in turn). Threads
+// are started one after another, each kept alive so that the next has a heap of its own,
+// until one frees a probe run as a remote free. found() is false if none did in 8.
+class OtherShardThread {
+ public:
+  OtherShardThread() {
+    for (int i = 0; i < 8 && !chosen_; i++) {
+      auto w = std::make_unique<Worker>();
+      void* probe = malloc(100000);
+      const uint64_t before = stats().tier[HAKMEM_TIER_BUNDLE].remote_frees;
+      w->run([&] { free(probe); });
+      if (stats().tier[HAKMEM_TIER_BUNDLE].remote_frees != before) chosen_ = w.get();
+      started_.push_back(std::move(w));
+    }
+  }
+  bool found() const { return chosen_ != nullptr; }
+  void post(const std::function<void()>& fn) { chosen_->post(fn); }
+  void wait() { chosen_->wait(); }
+  void run(const std::function<void()>& fn) { chosen_->run(fn); }
+
+ private:
+  Worker* chosen_ = nullptr;
+  std::vector<std::unique_ptr<Worker>> started_;
+};
 
 }  // namespace hakmem_test

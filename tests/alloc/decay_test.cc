@@ -143,6 +143,35 @@ TEST(AllocDecay, RssFallsBackWhenTheThreadThatFreedPoolBlocksSleeps) {
   expect_rss_falls_back_when_the_thread_that_freed_sleeps(2000, 30000);  // 60 MiB
 }
 
+// And when another thread, on another arena shard, freed the runs: they wait in the remote
+// stack of the arena they came from, whose owner sleeps. The bytes waiting there start the
+// decay thread as cached bytes do, and its decay frees and then returns them.
+TEST(AllocDecay, RssFallsBackWhenAnotherShardFreedTheRunsAndAllSleep) {
+  set_knob("bundle.decay_ms", 100);
+  set_knob("decay.thread", 0);
+  ASSERT_TRUE(threads_become(1)) << "threads " << harness::threads_now() << " with decay.thread=0";
+  set_knob("decay.thread", 1);
+  hakmem_test::OtherShardThread other;
+  ASSERT_TRUE(other.found()) << "no thread on another shard";
+  const long base = rss_kib();
+  std::vector<void*> v(300);
+  for (auto& p : v) {
+    p = malloc(200000);  // bundle, 60 MiB
+    memset(p, 1, 200000);
+  }
+  other.run([&] {
+    for (void* p : v) free(p);
+  });
+  const long full = rss_kib();
+  long after = full;
+  for (int i = 0; i < 150 && after - base >= 16 * 1024; i++) {
+    usleep(20000);
+    after = rss_kib();
+  }
+  EXPECT_LT(after - base, 16 * 1024) << "base " << base << " KiB, right after the frees " << full << " KiB, after "
+                                     << after << " KiB";
+}
+
 // The same when the program goes idle after the frees: no allocation drives the decay, so
 // hakmem's own decay thread must return the memory.
 TEST(AllocDecay, RssFallsBackWhileTheProgramIsIdle) {

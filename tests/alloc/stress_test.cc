@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -280,6 +281,59 @@ TEST(AllocStress, ProducerConsumerFreesDoNotGrowMemoryWithoutBound) {
   consumer.join();
   // 1.5 M blocks (~2.3 GB) went through; at most two batches (~3 MB) are live at a time.
   EXPECT_LT(peak - start, 64 * 1024) << "RSS grew from " << start << " to " << peak << " KiB";
+}
+
+// Buffers this thread allocates and a thread of another shard checks and frees, while this
+// one allocates the next round (a queue of requests): the runs go back through the remote
+// stack of this thread's arena and are reused, so the bundle tier maps no more than the
+// rounds in flight need (without the reuse, 300 rounds of 64 runs would map 2.3 GB), and
+// every block keeps its contents.
+TEST(AllocStress, BundleRunsFreedByAnotherShardComeBackForReuse) {
+  OtherShardThread other;
+  ASSERT_TRUE(other.found()) << "no thread on another shard";
+  constexpr int kRounds = 300, kPerRound = 64;
+  constexpr size_t kEdge = 256;  // bytes checked at each end of a block
+  Rng r{7};
+  const uint64_t mapped0 = stats().tier[HAKMEM_TIER_BUNDLE].mapped_bytes;
+  uint64_t peak = mapped0;
+  std::vector<void*> cur, prev;
+  std::vector<size_t> cur_n, prev_n;
+  std::atomic<int> bad{0};
+  const std::function<void()> consume = [&] {
+    for (size_t i = 0; i < prev.size(); i++) {
+      const size_t n = prev_n[i];
+      auto* c = static_cast<unsigned char*>(prev[i]);
+      if (!check_pattern(c, kEdge, static_cast<uint32_t>(n)) ||
+          !check_pattern(c + n - kEdge, kEdge, static_cast<uint32_t>(n) + 1))
+        bad++;
+      free(prev[i]);
+    }
+  };
+  for (int round = 0; round <= kRounds; round++) {
+    cur.clear();
+    cur_n.clear();
+    if (round < kRounds) {
+      for (int i = 0; i < kPerRound; i++) {
+        const size_t n = 40000 + r.next() % 160000;  // 40-200 KB: bundle runs
+        auto* c = static_cast<unsigned char*>(malloc(n));
+        ASSERT_NE(c, nullptr);
+        fill_pattern(c, kEdge, static_cast<uint32_t>(n));
+        fill_pattern(c + n - kEdge, kEdge, static_cast<uint32_t>(n) + 1);
+        cur.push_back(c);
+        cur_n.push_back(n);
+      }
+    }
+    other.wait();  // the previous round is freed
+    const uint64_t mapped = stats().tier[HAKMEM_TIER_BUNDLE].mapped_bytes;
+    if (mapped > peak) peak = mapped;
+    prev.swap(cur);
+    prev_n.swap(cur_n);
+    other.post(consume);
+  }
+  other.wait();
+  EXPECT_EQ(bad.load(), 0) << "blocks whose contents changed";
+  // Two rounds in flight, 2 x 64 x 200 KB = 25 MiB, and the chunks' slack.
+  EXPECT_LT(peak - mapped0, uint64_t{48} << 20) << "bundle mapped bytes grew from " << mapped0 << " to " << peak;
 }
 
 }  // namespace
