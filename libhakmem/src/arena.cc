@@ -487,6 +487,36 @@ void arena_bundle_free(void* p) {
   decay_tick(now);
 }
 
+bool arena_bundle_remote_waiting(uint32_t shard) { return !g_arena[shard].remote.empty(); }
+
+void arena_bundle_adopt_remote(Heap* h) {
+  Arena& a = g_arena[h->shard];
+  // One exchange takes the whole stack, so a drain under the lock may run meanwhile: each
+  // takes runs the other does not see.
+  RemoteRun* r = a.remote.take_all();
+  if (r == nullptr) return;
+  RemoteRun* rest = nullptr;
+  size_t bytes = 0;
+  while (r) {
+    RemoteRun* next = r->next;
+    const uint32_t units = bundle_chunk_of(r)->run[bundle_unit_of(r)];
+    bytes += size_t{units} * kUnitSize;
+    if (!bundle_bin_push(h, r, units)) {
+      r->next = rest;
+      rest = r;
+    }
+    r = next;
+  }
+  a.remote_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+  if (rest == nullptr) return;
+  const uint64_t now = os_now_ns();
+  LockGuard g(a.lock);
+  for (r = rest; r; r = rest) {
+    rest = r->next;
+    run_give_back(a, r, now);
+  }
+}
+
 bool arena_bundle_free_remote(void* p, uint32_t units) {
   BundleChunk* ch = bundle_chunk_of(p);
   Arena& a = g_arena[ch->arena];

@@ -42,6 +42,12 @@ void arena_bundle_free(void* p);
 // on every such free read the process-wide cached-bytes counters, whose line the
 // producer's arena then had to fetch back for its next update.)
 bool arena_bundle_free_remote(void* p, uint32_t units);
+// Whether runs wait in the remote stack of arena `shard` (a plain load).
+bool arena_bundle_remote_waiting(uint32_t shard);
+// Takes the runs waiting in the remote stack of h's arena into h's bins, and frees those
+// that do not fit under the arena's lock (h's thread: a producer taking back what its
+// consumers freed, as cached runs its next mallocs take without a lock).
+void arena_bundle_adopt_remote(Heap* h);
 // Grows the run p heads to `units` in place when the units after it are free (realloc).
 // Returns false, changing nothing, when they are not. Pre-condition: p heads a run in use
 // of fewer units.

@@ -31,6 +31,10 @@ void* bundle_malloc_slow(Heap* h, uint32_t units, bool coloured, bool* zero, uin
   // that block is aligned enough (one an aligned request freed), else a new run.
   const uint32_t bin = units - kBundleMinUnits;
   const uintptr_t align_mask = size_t{align_units} * kUnitSize - 1;
+  // Runs other threads freed back to this shard's arena come into the bins first: a
+  // producer whose consumers free its buffers then takes them back without the arena's
+  // search, and its next mallocs of those sizes without a lock.
+  if (h->bundle_count[bin] == 0 && arena_bundle_remote_waiting(h->shard)) arena_bundle_adopt_remote(h);
   if (h->bundle_count[bin] &&
       (coloured || (reinterpret_cast<uintptr_t>(bundle_bin_top(h, bin)) & align_mask) == 0)) {
     p = bundle_bin_pop(h, bin);
