@@ -1,7 +1,8 @@
 // Arenas hand out 64 KiB pages (from small chunks) and bundle runs (from bundle chunks),
 // and return cold memory to the OS by decay. There are kShards arenas, each behind its own
-// padded lock, so no lock is global; a chunk belongs to one arena for life and its frees
-// take that arena's lock, whichever thread frees.
+// padded lock, so no lock is global; a chunk belongs to one arena for life. Its frees take
+// that arena's lock, except a bundle run freed by a thread of another shard, which waits in
+// the arena's lock-free remote stack (arena_bundle_free_remote).
 #pragma once
 
 #include <stddef.h>
