@@ -61,8 +61,13 @@ size_t verify(const void* p) {
   return n;
 }
 
-TEST(AllocStress, CrossThreadFreesWithContentCookiesAcrossAllTiers) {
-  constexpr int kThreads = 4, kSlots = 4096, kOps = 60000;
+// Four threads malloc blocks of sizes from `pick`, stamp them and swap them into random
+// slots (slot_count of them); the previous occupant, often another thread's block, is checked, sometimes
+// reallocated, and freed. Every block keeps its contents.
+template <typename Pick>
+void swap_blocks_across_threads(Pick pick, int ops, int slot_count) {
+  constexpr int kThreads = 4;
+  const int kOps = ops, kSlots = slot_count;
   std::vector<std::atomic<void*>> slots(kSlots);
   std::atomic<long> bad{0};
   std::vector<std::thread> threads;
@@ -70,7 +75,7 @@ TEST(AllocStress, CrossThreadFreesWithContentCookiesAcrossAllTiers) {
     threads.emplace_back([&, t] {
       Rng r{0x9e3779b97f4a7c15ull * (t + 1)};
       for (int i = 0; i < kOps; i++) {
-        size_t n = pick_size(r) + 16;
+        size_t n = pick(r) + 16;
         void* p = malloc(n);
         if (!p || malloc_usable_size(p) < n) {
           bad++;
@@ -87,7 +92,7 @@ TEST(AllocStress, CrossThreadFreesWithContentCookiesAcrossAllTiers) {
           continue;
         }
         if (r.next() % 8 == 0) {
-          size_t nn = pick_size(r) + 16;
+          size_t nn = pick(r) + 16;
           void* q = realloc(old, nn);
           if (!q) {
             bad++;
@@ -113,6 +118,20 @@ TEST(AllocStress, CrossThreadFreesWithContentCookiesAcrossAllTiers) {
     free(p);
   }
   EXPECT_EQ(bad.load(), 0);
+}
+
+TEST(AllocStress, CrossThreadFreesWithContentCookiesAcrossAllTiers) {
+  swap_blocks_across_threads(pick_size, 60000, 4096);
+}
+
+// The same with bundle sizes only, and a decay every few milliseconds: runs freed by threads
+// of other shards are pushed onto their arenas' remote stacks while their owners take them
+// into their bins, realloc grows runs in place, and the decay drains the stacks, all at once.
+TEST(AllocStress, BundleRunsSwappedAcrossThreadsKeepContents) {
+  const uint64_t decay = get_knob("bundle.decay_ms");
+  set_knob("bundle.decay_ms", 8);
+  swap_blocks_across_threads([](Rng& r) { return size_t{33000} + r.next() % 500000; }, 6000, 256);
+  set_knob("bundle.decay_ms", decay);
 }
 
 // Round after round, a thread builds a structure far bigger than its magazines and tears
