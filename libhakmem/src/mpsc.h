@@ -1,7 +1,9 @@
-// An intrusive multi-producer single-consumer stack: any thread pushes with a CAS, only the
-// owner takes, and it takes everything at once (one exchange), so there is no ABA problem
-// and no per-pop atomic. Used for cross-thread frees of tiny blocks (per slab) and for the
-// list of slabs that have such frees pending (per heap).
+// An intrusive multi-producer stack: any thread pushes with a CAS, and a taker takes
+// everything at once (one exchange), so there is no ABA problem and no per-pop atomic; two
+// takers get disjoint chains. Used for cross-thread frees of tiny blocks (per slab, taken
+// by its owner), for the list of slabs that have such frees pending (per heap), and for
+// bundle runs freed by threads of another shard (per arena, taken under its lock or by a
+// thread of its shard).
 //
 // T must have a member `T* NextField` that belongs to the stack while the node is on it.
 #pragma once
@@ -34,7 +36,7 @@ class MpscStack {
                                           std::memory_order_relaxed));
     return head == nullptr;
   }
-  // Consumer only: detaches the whole stack (most recent push first).
+  // Detaches the whole stack (most recent push first).
   T* take_all() {
     if (head_.load(std::memory_order_relaxed) == nullptr) return nullptr;
     return head_.exchange(nullptr, std::memory_order_acquire);
