@@ -240,8 +240,12 @@ void control_report_double_free(const char* what, const void* p) {
 void control_atfork_child(ThreadCtl* surviving_thread) {
   g_reload_lock.reset();
   control_segment_reopen_in_child();
-  g_applied_generation.store(control_segment_ptr()->knobs.generation.load(std::memory_order_acquire),
-                             std::memory_order_release);
+  // Stored only when it changes (the stand-in carries the parent's knob block, whose
+  // generation the parent has applied): each .bss page the child writes is a copy-on-write
+  // fault in every fork child.
+  const uint64_t gen = control_segment_ptr()->knobs.generation.load(std::memory_order_acquire);
+  if (g_applied_generation.load(std::memory_order_relaxed) != gen)
+    g_applied_generation.store(gen, std::memory_order_release);
   if (surviving_thread) {
     surviving_thread->slot_index = UINT32_MAX;
     control_thread_attach(surviving_thread);

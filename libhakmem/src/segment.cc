@@ -262,7 +262,7 @@ std::atomic<uint64_t> g_publish_after_ns{0};
 }  // namespace
 
 bool control_segment_is_shared() { return g_shared; }
-const char* control_segment_path() { return g_path; }
+const char* control_segment_path() { return g_shared ? g_path : ""; }
 
 void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_t tiny_class_count,
                           uint64_t env_mask, uint64_t generation) {
@@ -291,8 +291,9 @@ void control_segment_reopen_in_child() {
   // The child counts into a local stand-in first. Its own file appears at its first
   // periodic check (control_poll): a child that only execs never creates one, so
   // fork+exec of a program without hakmem leaves nothing behind in the shm dir.
+  // g_path keeps the parent's path (not written: it has a page of its own to copy): it is
+  // not read while g_shared is false, and the child's own file overwrites it.
   g_shared = false;
-  g_path[0] = 0;
   // The child inherits its parent's memory, so it inherits the figures that describe it:
   // mapped and cached bytes, and the per-thread counts whose difference is the live bytes
   // (zeroing them made the child's gauges run below zero as it freed inherited blocks).
