@@ -156,14 +156,16 @@ inline uint32_t bundle_unit_of(const void* p) {
   return static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
 }
 
-// Puts the free block b, handed out from pg, back on pg's free list with its free cookie.
-// The caller holds whatever guards the page, as below.
-inline void page_free_push(PageDesc* pg, Block* b) {
-  b->cookie = block_cookie(b);
+// Puts the free block b, handed out from pg, back on pg's free list with its free cookie
+// (block_cookie(b), which a caller that has just checked it passes in). The caller holds
+// whatever guards the page, as below.
+inline void page_free_push(PageDesc* pg, Block* b, uintptr_t cookie) {
+  b->cookie = cookie;
   b->next = pg->free;
   pg->free = b;
   pg->used--;
 }
+inline void page_free_push(PageDesc* pg, Block* b) { page_free_push(pg, b, block_cookie(b)); }
 
 // Moves blocks of the page into the magazine until `got` reaches `want`: first its free list,
 // then fresh blocks carved from its end, but carving only while `got` is below `carve_want`

@@ -280,9 +280,12 @@ __attribute__((noinline)) void slab_pushed_rare(Heap* h, PageDesc* pg) {
 // A free past a full magazine at its ceiling, finished: the double-free check and the push
 // onto the block's slab.
 __attribute__((always_inline)) inline void free_to_slab(Heap* h, Block* b, PageDesc* pg) {
-  if (__builtin_expect(b->cookie == block_cookie(b), 0)) return control_report_double_free("free", b);
+  // The cookie is computed once: the secret is not loaded again after the counter's store,
+  // which might alias it (two instructions fewer per teardown free).
+  const uintptr_t cookie = block_cookie(b);
+  if (__builtin_expect(b->cookie == cookie, 0)) return control_report_double_free("free", b);
   slot_add(h->ctl.slot->tiny_class_frees[pg->cls], 1);
-  page_free_push(pg, b);
+  page_free_push(pg, b, cookie);
   if (__builtin_expect(!pg->in_avail || pg->used == 0, 0)) slab_pushed_rare(h, pg);
 }
 
