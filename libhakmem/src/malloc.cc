@@ -297,7 +297,21 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
   if (n > usable && n > kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapWhaleHead) {
     if (void* q = whale_realloc_grow(t_heap, p, n)) return q;
   }
-  void* q = malloc_entry(n);
+  // A growth by a small step (a quarter of the block at most) is a buffer grown piece by
+  // piece: a string builder, a reader appending chunks, a vector without a capacity policy.
+  // Moved to exactly n it would move again at the next class boundary, every 1/16 to 1/4 of
+  // its size, and the copies would add up to many times its final size. It gets room to
+  // grow by half instead (as growable arrays do), so they add up to about twice its final
+  // size; a whale needs none (mremap above), and the room stops at the bundle tier's top.
+  // bench_realloc (64 buffers grown by steps of up to 1/8 to 256 B-1 MiB): 310 -> 217 ns per
+  // realloc, peak RSS 17.0 -> 17.5 MiB (mimalloc 386 ns, 17.7 MiB; room for a quarter:
+  // 246 ns, 16.6 MiB).
+  size_t want = n;
+  if (n > usable && n - usable <= usable / 4) {
+    const size_t grown = usable + usable / 2;
+    want = grown <= kBundleMax ? grown : (n <= kBundleMax ? kBundleMax : n);
+  }
+  void* q = malloc_entry(want);
   if (!q) return nullptr;
   memcpy(q, p, n < usable ? n : usable);
   free_inline(p);

@@ -205,6 +205,45 @@ TEST(AllocApi, ReallocGrowsBundleRunsWithoutTouchingNeighbours) {
   }
 }
 
+TEST(AllocApi, ReallocGrowthBySmallStepsMovesTheBlockRarely) {
+  // A buffer appended to piece by piece (steps of 1/16 of its size) from 100 B to 32 KiB,
+  // through the tiny and pool classes, whose blocks cannot grow in place: moved to exactly
+  // the size asked, it would move at nearly every class boundary (four per doubling, about
+  // 35 moves); with room to grow by half after each move, about 13.
+  size_t have = 100;
+  void* p = malloc(have);
+  ASSERT_NE(p, nullptr);
+  fill_pattern(p, have, 9);
+  int moves = 0;
+  while (have < 32768) {
+    const size_t n = have + have / 16;
+    void* q = realloc(p, n);
+    ASSERT_NE(q, nullptr) << n;
+    ASSERT_TRUE(check_pattern(q, have, 9)) << have << " -> " << n;
+    if (q != p) moves++;
+    p = q;
+    have = n;
+    fill_pattern(p, have, 9);
+  }
+  EXPECT_LE(moves, 16);
+  EXPECT_GE(moves, 8);  // a move gives room for half again, not more
+  free(p);
+
+  // One big step is not a buffer grown piecemeal: it gets its size's class, no room.
+  void* a = malloc(10000);
+  ASSERT_NE(a, nullptr);
+  void* b = realloc(a, 20000);
+  ASSERT_NE(b, nullptr);
+  EXPECT_GE(malloc_usable_size(b), 20000u);
+  EXPECT_LT(malloc_usable_size(b), 25000u);
+  // A small step past the block's usable size: room for half of it again.
+  const size_t u = malloc_usable_size(b);
+  void* c = realloc(b, u + 1);
+  ASSERT_NE(c, nullptr);
+  EXPECT_GE(malloc_usable_size(c), u + u / 2);
+  free(c);
+}
+
 TEST(AllocApi, ReallocNullAndZero) {
   void* p = realloc(nullptr, 50);
   ASSERT_NE(p, nullptr);
