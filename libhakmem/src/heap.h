@@ -208,6 +208,12 @@ void whale_free(Heap* h, void* p, const char* what);
 // no refault of its pages. Returns the (possibly moved) pointer, or nullptr when it cannot
 // (the block is unchanged and the caller copies).
 void* whale_realloc_grow(Heap* h, void* p, size_t n);
+// realloc of a live whale to n bytes (n < its usable size) in place: the whole chunks past
+// what n needs become a cached whale of their own (reused without a fault, joined to the
+// block again when it is freed, returned to the OS by the cache's policy), nothing is
+// copied. False, changing nothing, when less than a chunk would come free, or for an
+// aligned or a system block.
+bool whale_realloc_shrink(Heap* h, void* p, size_t n);
 size_t whale_usable(const void* p, bool* ok);
 bool whale_trim();
 void whale_decay(uint64_t now, bool force);

@@ -277,8 +277,16 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
     errno = EINVAL;
     return nullptr;
   }
-  // Stay in place when the block fits and would not waste more than half of itself.
-  if (n <= usable && (n >= usable / 2 || usable <= 64)) return p;
+  if (n <= usable) {
+    // A whale shrunk by a chunk or more gives those chunks back in place, without a copy
+    // (to the whale cache, and from there to the OS by its policy); a shrink below the
+    // whale tier moves to a smaller block as any other.
+    if (n > kBundleMax && usable - n >= kChunkSize &&
+        g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapWhaleHead && whale_realloc_shrink(t_heap, p, n))
+      return p;
+    // Stay in place when the block fits and would not waste more than half of itself.
+    if (n >= usable / 2 || usable <= 64) return p;
+  }
   // A bundle run grows in place into free units that follow it: no copy at all.
   if (n > usable && n <= kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapBundle) {
     // The block keeps its colour (or its lack of one); a coloured run stays within

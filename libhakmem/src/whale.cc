@@ -48,6 +48,8 @@ struct alignas(64) WhaleHeader {
   WhaleHeader* next;     // cache list (most recently freed first)
   WhaleHeader* prev;
   uint8_t system;        // a site rule's tier=system block: never cached, unmapped at free
+  uint8_t shrunk_tail;   // cached: the chunks a realloc shrink split off a live block, which
+                         // that block takes back when it is freed (join_next)
 };
 
 struct alignas(64) WhaleShard {
@@ -133,7 +135,7 @@ size_t usable_for(size_t lead, size_t len) { return len - (plain_lead(lead) ? kW
 
 // Makes [start, end) (chunk-aligned start, a header page and more) a cached whale of its
 // own, coloured, freed at `freed_ns`; its first page becomes the header page.
-void cache_tail(uintptr_t start, uintptr_t end, uint64_t freed_ns);
+void cache_tail(uintptr_t start, uintptr_t end, uint64_t freed_ns, bool shrunk = false);
 // In the mapping's first page when the user pointer is inside its first chunk, else in the
 // page just below the (chunk-aligned) user pointer; at kWhaleHeaderOff in that page.
 WhaleHeader* header_of(const void* p) {
@@ -207,17 +209,17 @@ size_t evict(WhaleShard& s, Pred pred) {
 // and the rest, from the next chunk boundary, becomes a cached whale of its own (its first
 // page the new header page). Nothing is unmapped, so a later request reuses those pages
 // without a fault. No split when less than a chunk would be left over.
-void split_tail(WhaleHeader* w, size_t usable) {
+void split_tail(WhaleHeader* w, size_t usable, bool shrunk = false) {
   const uintptr_t base = reinterpret_cast<uintptr_t>(w->base), end = base + w->map_len;
   const size_t lead = static_cast<size_t>(w->user - static_cast<char*>(w->base));
   const uintptr_t split = (base + len_for(lead, usable) + kChunkMask) & ~kChunkMask;
   if (split + kChunkSize > end) return;
   w->map_len = split - base;
   w->usable = usable_for(lead, w->map_len);
-  cache_tail(split, end, os_now_ns());
+  cache_tail(split, end, os_now_ns(), shrunk);
 }
 
-void cache_tail(uintptr_t start, uintptr_t end, uint64_t freed_ns) {
+void cache_tail(uintptr_t start, uintptr_t end, uint64_t freed_ns, bool shrunk) {
   char* user = reinterpret_cast<char*>(start + kWhaleHeader + whale_colour(start));
   WhaleHeader* t = header_of(user);
   t->base = reinterpret_cast<void*>(start);
@@ -226,6 +228,7 @@ void cache_tail(uintptr_t start, uintptr_t end, uint64_t freed_ns) {
   t->usable = usable_for(kWhaleHeader, t->map_len);
   t->check = cached_check(user);
   t->system = 0;
+  t->shrunk_tail = shrunk;
   t->freed_ns = freed_ns;
   g_pagemap.set(start, kMapWhaleHead);
   list_push(t);
@@ -295,6 +298,39 @@ void place(WhaleHeader* w, bool coloured) {
 void place_aligned(WhaleHeader* w, size_t align) {
   w->user = static_cast<char*>(w->base) + align;
   w->usable = usable_for(align, w->map_len);
+}
+
+// A freed whale takes back the cached tail a realloc shrink split off it (the whale that
+// starts where it ends, marked shrunk_tail), so that the pieces of one mapping do not stay
+// apart: a program that shrinks a big block, frees it and asks for the big size again would
+// otherwise grow a tail (new memory) while the freed pieces pile up in the cache (a loop
+// of malloc(100 MiB), shrink to 30, free: peak RSS 268 MB instead of 104). The surplus a
+// reuse splits off stays apart, as before: joining those too made bigblock take 14.9 k
+// faults instead of 12.3 k (big joined mappings handed out whole to smaller requests). The
+// neighbour is found in the lists, under their locks, not read through the page map: an
+// entry another thread has just evicted may be unmapped at any moment. Pre-condition: w is
+// the live whale being freed, plain, not a system one. True when it took one.
+bool join_next(WhaleHeader* w) {
+  const uintptr_t end = reinterpret_cast<uintptr_t>(w->base) + w->map_len;
+  if (g_pagemap.get(end) != kMapWhaleHead) return false;
+  WhaleHeader* t = nullptr;
+  for (uint32_t si = 0; si < kWhaleShards && !t; si++) {
+    WhaleShard& s = g_whale[si];
+    LockGuard g(s.lock);
+    for (WhaleHeader* c = s.head; c; c = c->next) {
+      if (reinterpret_cast<uintptr_t>(c->base) == end && c->shrunk_tail && plain(c)) {
+        list_unlink(s, c);
+        t = c;
+        break;
+      }
+    }
+  }
+  if (!t) return false;
+  t->check = 0;
+  g_pagemap.set(end, kMapWhaleTail);
+  w->map_len += t->map_len;
+  w->usable = usable_for(static_cast<size_t>(w->user - static_cast<char*>(w->base)), w->map_len);
+  return true;
 }
 
 void enforce_cap() {
@@ -466,6 +502,25 @@ void* whale_realloc_grow(Heap* h, void* p, size_t n) {
   return user_of(g);
 }
 
+bool whale_realloc_shrink(Heap* h, void* p, size_t n) {
+  bool ok;
+  const size_t old_usable = whale_usable(p, &ok);
+  WhaleHeader* w = header_of(p);
+  if (!ok || !plain(w) || w->system || n >= old_usable) return false;
+  const size_t old_len = w->map_len;
+  split_tail(w, n, true);  // the tail's header page lies past n: bytes the caller gave up
+  if (w->map_len == old_len) return false;
+  if (h && h != &g_empty_heap)
+    thread_count(&h->ctl, Tier::Whale, ThreadCounter::FreeBytes, old_usable - w->usable);
+  // The tail is cached as a free of it would be: under the cache's bound and decay.
+  const uint64_t now = os_now_ns();
+  if (cached_total() > cache_cap()) enforce_cap();
+  if (knob(proto::Knob::WhaleDecayMs) == 0) whale_decay(now, true);
+  else decay_tick(now);
+  decay_thread_maybe_start();
+  return true;
+}
+
 size_t whale_usable(const void* p, bool* ok) {
   WhaleHeader* w = whale_lookup(p);
   *ok = w && w->check == live_check(p);
@@ -486,6 +541,9 @@ void whale_free(Heap* h, void* p, const char* what) {
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::Frees, 1);
     thread_count(&h->ctl, Tier::Whale, ThreadCounter::FreeBytes, usable);
   }
+  if (!w->system && plain(w))
+    while (join_next(w)) {
+    }
   // The shards' total, read once: the cap and the check after the push both use it (with
   // the other threads' changes meanwhile, the cap is an estimate either way).
   const size_t cached = cached_total(), len = w->map_len;
@@ -500,6 +558,7 @@ void whale_free(Heap* h, void* p, const char* what) {
     return;
   }
   w->check = cached_check(p);
+  w->shrunk_tail = 0;
   w->freed_ns = now;
   // Once linked and unlocked, the entry belongs to the cache: another thread's eviction
   // (trim, decay, enforce_cap) or reuse may unmap or trim it at once, so its header must not
