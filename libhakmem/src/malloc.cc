@@ -319,7 +319,11 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
     const size_t grown = usable + usable / 2;
     want = grown <= kBundleMax ? grown : (n <= kBundleMax ? kBundleMax : n);
   }
+  // Near a memory limit the room may be what does not fit: the request itself still might,
+  // and errno then stays as the caller left it.
+  const int saved = want != n ? errno : 0;
   void* q = malloc_entry(want);
+  if (!q && want != n && (q = malloc_entry(n)) != nullptr) errno = saved;
   if (!q) return nullptr;
   memcpy(q, p, n < usable ? n : usable);
   free_inline(p);
