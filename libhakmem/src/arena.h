@@ -53,6 +53,10 @@ void arena_bundle_adopt_remote(Heap* h);
 // Returns false, changing nothing, when they are not. Pre-condition: p heads a run in use
 // of fewer units.
 bool arena_bundle_grow(void* p, uint32_t units);
+// Shrinks the run p heads to `units` in place: the units after them go back to the arena
+// (free, resident until they decay). Returns false, changing nothing, when the run is not
+// longer. Pre-condition: p heads a run in use, and units >= kBundleMinUnits.
+bool arena_bundle_shrink(void* p, uint32_t units);
 
 // Returns memory free for longer than bundle.decay_ms to the OS (whole pages, whole huge
 // pages for bundles, whole chunks when empty). Rate-limited unless `force`, which also

@@ -284,8 +284,21 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
     if (n > kBundleMax && usable - n >= kChunkSize &&
         g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapWhaleHead && whale_realloc_shrink(t_heap, p, n))
       return p;
-    // Stay in place when the block fits and would not waste more than half of itself.
+    // Stay in place when the block fits and would not waste more than half of itself (a
+    // buffer growing into the room a growth gave it comes here too).
     if (n >= usable / 2 || usable <= 64) return p;
+    // Below half, a bundle block that stays a bundle block gives back the units it no
+    // longer needs, in place (keeping its colour, or its lack of one), instead of moving.
+    if (n > kPoolMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapBundle) {
+      const bool coloured = (reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1)) != 0;
+      const uint32_t units = coloured ? bundle_units_uncoloured(n + kColourMax) : bundle_units_uncoloured(n);
+      if (arena_bundle_shrink(p, units)) {
+        Heap* h = t_heap;
+        if (h != &g_empty_heap)
+          thread_count(&h->ctl, proto::Tier::Bundle, proto::ThreadCounter::FreeBytes, usable - bundle_block_bytes(p, units));
+        return p;
+      }
+    }
   }
   // A bundle run grows in place into free units that follow it: no copy at all.
   if (n > usable && n <= kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapBundle) {

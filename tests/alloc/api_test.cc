@@ -244,6 +244,37 @@ TEST(AllocApi, ReallocGrowthBySmallStepsMovesTheBlockRarely) {
   free(c);
 }
 
+TEST(AllocApi, ReallocShrinksBundleRunsInPlace) {
+  // An uncoloured run (over 17 units) and a coloured one, each shrunk below half to a
+  // bundle size: same pointer and colour, contents kept, the usable size cut to the units
+  // needed, and the units given back counted as cached bundle memory (free, resident until
+  // decay). A shrink to half or more stays as it is (room a growth gave a buffer).
+  for (size_t from : {size_t{600} << 10, size_t{200} << 10}) {
+    void* r = malloc(from);
+    ASSERT_NE(r, nullptr);
+    const size_t whole = malloc_usable_size(r);
+    const uintptr_t r_addr = reinterpret_cast<uintptr_t>(r);
+    void* r2 = realloc(r, whole / 2 + 1);
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(r2), r_addr);
+    EXPECT_EQ(malloc_usable_size(r2), whole);
+    free(r2);
+    const size_t to = from / 3 + 1000;
+    auto* p = static_cast<unsigned char*>(malloc(from));
+    ASSERT_NE(p, nullptr);
+    fill_pattern(p, from, 21);
+    const size_t before = malloc_usable_size(p);
+    const uint64_t cached0 = stats().tier[HAKMEM_TIER_BUNDLE].cached_bytes;
+    void* q = realloc(p, to);
+    ASSERT_EQ(q, p) << from;
+    EXPECT_TRUE(check_pattern(q, to, 21)) << from;
+    const size_t after = malloc_usable_size(q);
+    EXPECT_GE(after, to);
+    EXPECT_LT(after, to + (16u << 10) + 320) << from;
+    EXPECT_GE(stats().tier[HAKMEM_TIER_BUNDLE].cached_bytes, cached0 + (before - after) - (16u << 10));
+    free(q);
+  }
+}
+
 TEST(AllocApi, ReallocNullAndZero) {
   void* p = realloc(nullptr, 50);
   ASSERT_NE(p, nullptr);
