@@ -212,7 +212,7 @@ void* whale_realloc_grow(Heap* h, void* p, size_t n);
 // what n needs become a cached whale of their own (reused without a fault, joined to the
 // block again when it is freed, returned to the OS by the cache's policy), nothing is
 // copied. False, changing nothing, when less than a chunk would come free, or for an
-// aligned or a system block.
+// aligned or a system block. realloc asks only below half of the block (malloc.cc).
 bool whale_realloc_shrink(Heap* h, void* p, size_t n);
 size_t whale_usable(const void* p, bool* ok);
 bool whale_trim();

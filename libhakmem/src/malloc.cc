@@ -278,15 +278,15 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
     return nullptr;
   }
   if (n <= usable) {
-    // A whale shrunk by a chunk or more gives those chunks back in place, without a copy
-    // (to the whale cache, and from there to the OS by its policy); a shrink below the
-    // whale tier moves to a smaller block as any other.
-    if (n > kBundleMax && usable - n >= kChunkSize &&
-        g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapWhaleHead && whale_realloc_shrink(t_heap, p, n))
-      return p;
     // Stay in place when the block fits and would not waste more than half of itself (a
-    // buffer growing into the room a growth gave it comes here too).
+    // buffer growing into the room a growth gave it comes here too, as does one growing
+    // inside a cached whale bigger than its first request).
     if (n >= usable / 2 || usable <= 64) return p;
+    // Below half, a whale that stays a whale gives the chunks it no longer needs back in
+    // place, without a copy (to the whale cache, and from there to the OS by its policy).
+    if (n > kBundleMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapWhaleHead &&
+        whale_realloc_shrink(t_heap, p, n))
+      return p;
     // Below half, a bundle block that stays a bundle block gives back the units it no
     // longer needs, in place (keeping its colour, or its lack of one), instead of moving.
     if (n > kPoolMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapBundle) {
