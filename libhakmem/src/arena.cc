@@ -553,14 +553,17 @@ bool arena_bundle_shrink(void* p, uint32_t units) {
   BundleChunk* ch = bundle_chunk_of(p);
   Arena& a = g_arena[ch->arena];
   const uint64_t now = os_now_ns();
-  LockGuard g(a.lock);
-  const uint32_t s = bundle_unit_of(p), n = ch->run[s];
-  if (unit_kind(ch->state[s]) != kUnitHead || units >= n) return false;
-  for (uint32_t i = s + units; i < s + n; i++) ch->state[i] = kUnitFree;
-  ch->run[s] = static_cast<uint8_t>(units);
-  bits_set_range(ch->free_bits, s + units, n - units, true);
-  bundle_account(ch, s + units, n - units, +1, now);
-  bundle_index_freed(a, ch, s + units);
+  {
+    LockGuard g(a.lock);
+    const uint32_t s = bundle_unit_of(p), n = ch->run[s];
+    if (unit_kind(ch->state[s]) != kUnitHead || units >= n) return false;
+    for (uint32_t i = s + units; i < s + n; i++) ch->state[i] = kUnitFree;
+    ch->run[s] = static_cast<uint8_t>(units);
+    bits_set_range(ch->free_bits, s + units, n - units, true);
+    bundle_account(ch, s + units, n - units, +1, now);
+    bundle_index_freed(a, ch, s + units);
+  }
+  decay_tick(now);  // as a free of those units would
   return true;
 }
 
