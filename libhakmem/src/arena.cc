@@ -382,17 +382,22 @@ void arena_page_release(PageDesc* pg) {
 }
 
 namespace {
+// Marks the units [u, u+n) of ch free (the whole of a run, or the tail a shrink gives up)
+// and accounts for them. Pre-condition: a's lock is held.
+void units_give_back(Arena& a, BundleChunk* ch, uint32_t u, uint32_t n, uint64_t now) {
+  for (uint32_t i = u; i < u + n; i++) ch->state[i] = kUnitFree;
+  bits_set_range(ch->free_bits, u, n, true);
+  bundle_account(ch, u, n, +1, now);
+  bundle_index_freed(a, ch, u);
+}
+
 // Frees the run whose block is p (in use, or waiting in the remote stack) into its chunk.
 // Returns its bytes. Pre-condition: a's lock is held.
 size_t run_give_back(Arena& a, void* p, uint64_t now) {
   BundleChunk* ch = bundle_chunk_of(p);
-  uint32_t s = bundle_unit_of(p);
-  uint32_t n = ch->run[s];
-  for (uint32_t i = s; i < s + n; i++) ch->state[i] = kUnitFree;
+  const uint32_t s = bundle_unit_of(p), n = ch->run[s];
   ch->run[s] = 0;
-  bits_set_range(ch->free_bits, s, n, true);
-  bundle_account(ch, s, n, +1, now);
-  bundle_index_freed(a, ch, s);
+  units_give_back(a, ch, s, n, now);
   return size_t{n} * kUnitSize;
 }
 
@@ -557,11 +562,8 @@ bool arena_bundle_shrink(void* p, uint32_t units) {
     LockGuard g(a.lock);
     const uint32_t s = bundle_unit_of(p), n = ch->run[s];
     if (unit_kind(ch->state[s]) != kUnitHead || units >= n) return false;
-    for (uint32_t i = s + units; i < s + n; i++) ch->state[i] = kUnitFree;
     ch->run[s] = static_cast<uint8_t>(units);
-    bits_set_range(ch->free_bits, s + units, n - units, true);
-    bundle_account(ch, s + units, n - units, +1, now);
-    bundle_index_freed(a, ch, s + units);
+    units_give_back(a, ch, s + units, n - units, now);
   }
   decay_tick(now);  // as a free of those units would
   return true;

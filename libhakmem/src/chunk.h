@@ -204,6 +204,12 @@ inline uint32_t bundle_run_units(const void* p) {
   if (u == 0 || ch->state[u] != head_state(kUnitHead, off)) return 0;
   return ch->run[u];
 }
+// Units of a run that holds n bytes from the block p on, p keeping its place (its colour,
+// or its lack of one): what realloc grows or shrinks a bundle block to in place.
+inline uint32_t bundle_units_keeping_colour(const void* p, size_t n) {
+  const bool coloured = (reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1)) != 0;
+  return bundle_units_uncoloured(coloured ? n + kColourMax : n);
+}
 // Usable bytes of the block p of a run of `units`: the run less the largest colour for a
 // coloured block (whatever its own colour), so that a request size always gets the same
 // usable size, as with any other allocator; the whole run for an uncoloured one.

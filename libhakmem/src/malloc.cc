@@ -290,8 +290,7 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
     // Below half, a bundle block that stays a bundle block gives back the units it no
     // longer needs, in place (keeping its colour, or its lack of one), instead of moving.
     if (n > kPoolMax && g_pagemap.get(reinterpret_cast<uintptr_t>(p)) == kMapBundle) {
-      const bool coloured = (reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1)) != 0;
-      const uint32_t units = coloured ? bundle_units_uncoloured(n + kColourMax) : bundle_units_uncoloured(n);
+      const uint32_t units = bundle_units_keeping_colour(p, n);
       if (arena_bundle_shrink(p, units)) {
         Heap* h = t_heap;
         if (h != &g_empty_heap)
@@ -305,7 +304,7 @@ HK_EXPORT void* realloc(void* p, size_t n) noexcept {
     // The block keeps its colour (or its lack of one); a coloured run stays within
     // kColourUnits, so that every run of a bin fits every request of that bin.
     const bool coloured = (reinterpret_cast<uintptr_t>(p) & (kUnitSize - 1)) != 0;
-    uint32_t units = coloured ? bundle_units_uncoloured(n + kColourMax) : bundle_units_uncoloured(n);
+    const uint32_t units = bundle_units_keeping_colour(p, n);
     Heap* h = t_heap;
     if ((!coloured || units <= kColourUnits) && arena_bundle_grow(p, units)) {
       if (h != &g_empty_heap) {
