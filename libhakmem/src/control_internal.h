@@ -46,7 +46,8 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
 // In a fork child: stop sharing the parent's segment and count into the local stand-in;
 // the child's own file is created later by control_segment_publish_pending().
 void control_segment_reopen_in_child();
-// True while a fork child still has to create its own segment file.
+// True while a fork child (or a process started by a hakmem process) still has to create
+// its own segment file.
 extern std::atomic<bool> g_segment_pending;
 // How long a fork child counts into its stand-in before it creates its file: from its first
 // periodic check to the first one at least this much later.

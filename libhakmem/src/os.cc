@@ -260,6 +260,15 @@ bool os_pid_exists(int32_t pid) {
   return !gone;
 }
 
+int32_t os_ppid() { return static_cast<int32_t>(syscall(SYS_getppid)); }
+
+bool os_file_exists(const char* path) {
+  int saved = errno;
+  bool ok = access(path, F_OK) == 0;
+  errno = saved;
+  return ok;
+}
+
 int os_shm_unlink(const char* path) {
   int saved = errno;
   int r = unlink(path) == 0 ? 0 : errno;

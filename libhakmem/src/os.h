@@ -72,6 +72,10 @@ int os_shm_unlink(const char* path);
 int os_dir_each(const char* dir, bool (*fn)(const char* name, void* arg), void* arg);
 // False only when no process has this pid (kill(pid, 0) fails with ESRCH).
 bool os_pid_exists(int32_t pid);
+// The parent's pid (getppid).
+int32_t os_ppid();
+// Whether `path` names an existing file (access F_OK); errno untouched.
+bool os_file_exists(const char* path);
 
 // --- Added by the allocator (compatible extension) ---
 // Blocks while *addr == expected (process-private futex); spurious wake-ups are allowed.

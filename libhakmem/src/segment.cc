@@ -164,20 +164,35 @@ void reap_stale(const char* dir) {
   os_dir_each(dir, reap_one, &ctx);
 }
 
-// Creates and maps the segment file (all zero); nullptr after a one-line warning.
-Segment* create_file() {
+// The folder segments go in: HAKMEM_SHM_DIR or the default. A relative dir would name
+// another file once the program changes directory, and the removal at exit would miss (or
+// hit the wrong) segment: it is ignored, with a warning when `warn`.
+const char* shm_dir(bool warn) {
   const char* dir = control_env_get(proto::kShmDirEnv);
   if (dir != nullptr && *dir != 0 && *dir != '/') {
-    // A relative dir would name another file once the program changes directory, and
-    // the removal at exit would miss (or hit the wrong) segment.
-    char line[512];
-    FmtBuf b(line, sizeof line);
-    b.str("hakmem: ignoring ").str(proto::kShmDirEnv).str(": not an absolute path; using ")
-        .str(proto::kDefaultShmDir).ch('\n');
-    b.write_stderr();
+    if (warn) {
+      char line[512];
+      FmtBuf b(line, sizeof line);
+      b.str("hakmem: ignoring ").str(proto::kShmDirEnv).str(": not an absolute path; using ")
+          .str(proto::kDefaultShmDir).ch('\n');
+      b.write_stderr();
+    }
     dir = nullptr;
   }
-  if (dir == nullptr || *dir == 0) dir = proto::kDefaultShmDir;
+  return dir == nullptr || *dir == 0 ? proto::kDefaultShmDir : dir;
+}
+
+// Whether the parent runs hakmem and has published a segment: a shell, a build tool or a
+// service starting a command. Such a process is published as a fork child is (see
+// control_segment_publish_pending).
+bool parent_publishes() {
+  char path[sizeof g_path];
+  return proto::segment_path(shm_dir(false), os_uid(), os_ppid(), path, sizeof path) && os_file_exists(path);
+}
+
+// Creates and maps the segment file (all zero); nullptr after a one-line warning.
+Segment* create_file() {
+  const char* dir = shm_dir(true);
   char path[sizeof g_path];
   void* mem = nullptr;
   int err = 0;
@@ -261,7 +276,8 @@ void publish_inherited(Segment* s, const Segment& parent) {
 std::atomic<bool> g_segment_pending{false};
 
 namespace {
-// When a fork child's pending segment may be published (0: its first check has not run).
+// When a pending segment (a fork child's, or a process started by a hakmem process) may be
+// published (0: its first check has not run).
 std::atomic<uint64_t> g_publish_after_ns{0};
 }  // namespace
 
@@ -275,7 +291,11 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
   g_shared = false;
   g_path[0] = 0;
   g_segment_pending.store(false, std::memory_order_relaxed);
-  Segment* s = shared ? create_file() : nullptr;
+  // A process its parent started while running hakmem counts in the stand-in first, as a
+  // fork child does: the shell's or build tool's commands that exit within
+  // kChildPublishDelayNs never create a file.
+  const bool later = shared && !again && parent_publishes();
+  Segment* s = shared && !later ? create_file() : nullptr;
   if (s == nullptr) {
     s = &g_local;
     if (again) clear_runtime(s);
@@ -286,6 +306,10 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
   }
   publish(s, tiny_class_sizes, tiny_class_count, env_mask, generation);
   g_seg.store(s, std::memory_order_release);
+  if (later) {
+    g_publish_after_ns.store(0, std::memory_order_relaxed);
+    g_segment_pending.store(true, std::memory_order_relaxed);
+  }
 }
 
 void control_segment_reopen_in_child() {
@@ -327,12 +351,14 @@ void control_segment_reopen_in_child() {
 }
 
 void control_segment_publish_pending() {
-  // A fork child publishes once it has lived a while: its first check starts the clock, the
-  // first one kChildPublishDelayNs later creates the file. Most children exec or exit well
-  // within that (a shell's commands, a build's compilers), and creating the file (shm_open,
-  // ftruncate, mmap, /proc reads, a sweep of the folder for dead processes' files), then
-  // leaving it for the next sweep when the child ends with _exit, cost each of them about
-  // 100 us. A child that lives longer appears in `hakctl ps` a moment later.
+  // A fork child, and a process whose parent runs hakmem with a segment (a shell's or a
+  // build tool's command, control_segment_open), publishes once it has lived a while: its
+  // first check starts the clock, the first one kChildPublishDelayNs later creates the file.
+  // Most such processes exec or exit well within that, and creating the file (shm_open,
+  // ftruncate, mmap, /proc reads, a sweep of the folder for dead processes' files, the
+  // unlink at exit) cost each of them about 60-100 us: a preloaded bash running /bin/true
+  // took a third longer per command than with glibc. One that lives longer appears in
+  // `hakctl ps` a moment later, at its first slow path after the delay.
   const uint64_t now = os_now_ns();
   uint64_t after = g_publish_after_ns.load(std::memory_order_relaxed);
   if (after == 0) {

@@ -161,7 +161,9 @@ TEST_F(ControlE2E, StaleSegmentsOfDeadProcessesAreSweptAtStart) {
   waitpid(dead, nullptr, 0);  // reaped: no process has this pid now
   const std::string uid = std::to_string(getuid());
   const std::string stale = dir_ + "/hakmem." + uid + "." + std::to_string(dead);
-  const std::string live = dir_ + "/hakmem." + uid + "." + std::to_string(getpid());
+  // A live process that is not the probe's parent (whose segment would make the probe
+  // publish late, as a command a hakmem process starts does).
+  const std::string live = dir_ + "/hakmem." + uid + "." + std::to_string(getppid());
   const std::string other_user = dir_ + "/hakmem." + std::to_string(getuid() + 4242) + "." + std::to_string(dead);
   const std::string unrelated = dir_ + "/hakmem." + uid + ".notapid";
   for (const std::string& f : {stale, live, other_user, unrelated}) {
@@ -347,6 +349,29 @@ TEST_F(ControlE2E, ForkChildGetsItsOwnSegmentAndTheParentsKnobs) {
   EXPECT_EQ(r.num("child.threads_live"), 1);
   EXPECT_EQ(r.num("parent.allocs_delta"), 0) << "the child's allocations leaked into the parent's segment";
   EXPECT_EQ(r.num("parent.segment_ok"), 1);
+  EXPECT_TRUE(files().empty()) << "a segment was left behind: " << files()[0];
+}
+
+// A command that a hakmem process starts (a preloaded shell's, a build tool's) is published
+// as a fork child is: no file at its start, its own once it has lived a while, with the
+// identity hakmemd reads (start time, executable, command line) read then.
+TEST_F(ControlE2E, ACommandStartedByAHakmemProcessPublishesOnceItHasLivedAWhile) {
+  ProbeRun r = run({"header", "spawn"});
+  ASSERT_RAN(r);
+  ASSERT_EQ(r.num("segment"), 1) << r.err;
+  EXPECT_EQ(r.num("spawn.status"), 0) << r.out;
+  EXPECT_EQ(r.num("spawn.segment"), 0) << "the command created its segment at its start";
+  // kChildPublishDelayNs (100 ms) from its first periodic check, which its start-up's
+  // allocations may have run a few milliseconds before the probe's clock started.
+  EXPECT_GE(r.num("spawn.late.ms_until_segment"), 50);
+  EXPECT_LT(r.num("spawn.late.ms_until_segment"), 5000);
+  ASSERT_EQ(r.num("spawn.late.segment"), 1);
+  EXPECT_EQ(r.num("spawn.pid"), r.num("spawn.my_pid"));
+  EXPECT_NE(r.num("spawn.pid"), r.pid);
+  EXPECT_EQ(r.str("spawn.mode"), "600");
+  EXPECT_GT(r.num("spawn.start_time"), 0);
+  EXPECT_EQ(r.str("spawn.exe"), PROBE_PATH);
+  EXPECT_EQ(r.str("spawn.cmdline"), std::string(PROBE_PATH) + " late");
   EXPECT_TRUE(files().empty()) << "a segment was left behind: " << files()[0];
 }
 

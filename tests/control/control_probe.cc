@@ -22,6 +22,10 @@
 //   mallinfo                    mallinfo2() fields; malloc_info() to stdout; malloc_stats()
 //   fork SIZE N                 the child checks its own segment and allocates N x SIZE,
 //                               reporting as "child.*"; the parent reports its own deltas
+//   spawn                       fork + exec of this probe (preloaded too) running "late", as
+//                               a shell runs a command; its lines come back as "spawn.*"
+//   late                        allocates until this process's segment exists (5 s at
+//                               most): "late.ms_until_segment", then the header's fields
 //   forkexec                    fork, and exec /bin/true without the preload in the child
 //   threads N                   N threads alive at once, each allocating; slot figures
 //   sleep MS                    sleeps, allocating nothing (what hakmem's own thread did)
@@ -245,16 +249,17 @@ void print_knobs() {
 }
 
 // Runs in the fork child: its own segment, the parent's knob values, fresh counters.
-void fork_child(size_t size, size_t n, int fd) {
-  char path[4096];
+// This process's segment path, as hakmemd derives it.
+void own_segment_path(char* path, size_t cap) {
   const char* dir = getenv(kShmDirEnv);
   if (!dir || !*dir) dir = kDefaultShmDir;
-  segment_path(dir, getuid(), getpid(), path, sizeof path);
-  char out[4096];
-  int len = 0;
-  // The child's segment appears at a periodic check kChildPublishDelayNs after its first
-  // one, not at fork: allocate until it does (for 5 s at most).
-  len += snprintf(out + len, sizeof out - len, "child.segment_at_fork %d\n", access(path, F_OK) == 0 ? 1 : 0);
+  segment_path(dir, getuid(), getpid(), path, cap);
+}
+
+// Allocates until `path` exists (5 s at most); returns the milliseconds that took. A
+// process published late (a fork child, a command a hakmem process started) creates its
+// file at a periodic check kChildPublishDelayNs after its first one.
+long ms_until_file(const char* path) {
   timespec t0{}, t1{};
   clock_gettime(CLOCK_MONOTONIC, &t0);
   long ms = 0;
@@ -263,7 +268,16 @@ void fork_child(size_t size, size_t n, int fd) {
     clock_gettime(CLOCK_MONOTONIC, &t1);
     ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
   }
-  len += snprintf(out + len, sizeof out - len, "child.ms_until_segment %ld\n", ms);
+  return ms;
+}
+
+void fork_child(size_t size, size_t n, int fd) {
+  char path[4096];
+  own_segment_path(path, sizeof path);
+  char out[4096];
+  int len = 0;
+  len += snprintf(out + len, sizeof out - len, "child.segment_at_fork %d\n", access(path, F_OK) == 0 ? 1 : 0);
+  len += snprintf(out + len, sizeof out - len, "child.ms_until_segment %ld\n", ms_until_file(path));
   int sfd = open(path, O_RDONLY | O_NOFOLLOW);
   len += snprintf(out + len, sizeof out - len, "child.segment %d\n", sfd >= 0 ? 1 : 0);
   if (sfd >= 0) {
@@ -437,6 +451,38 @@ int main(int argc, char** argv) {
       printf("%sparent.allocs_delta %llu\nparent.segment_ok %d\nchild.status %d\n", buf,
              static_cast<unsigned long long>(d), validate_segment(g_seg, sizeof(Segment)) == SegmentCheck::Ok ? 1 : 0,
              status);
+      continue;
+    }
+    if (!strcmp(cmd, "spawn")) {
+      int pfd[2];
+      if (pipe(pfd) != 0) die("pipe");
+      fflush(stdout);
+      pid_t pid = fork();
+      if (pid < 0) die("fork");
+      if (pid == 0) {
+        dup2(pfd[1], 1);
+        close(pfd[0]);
+        close(pfd[1]);
+        execl(argv[0], argv[0], "late", static_cast<char*>(nullptr));
+        _exit(127);
+      }
+      close(pfd[1]);
+      FILE* in = fdopen(pfd[0], "r");
+      char line[4096];
+      while (fgets(line, sizeof line, in)) printf("spawn.%s", line);
+      fclose(in);
+      int status = 0;
+      waitpid(pid, &status, 0);
+      printf("spawn.status %d\n", status);
+      continue;
+    }
+    if (!strcmp(cmd, "late")) {
+      char path[4096];
+      own_segment_path(path, sizeof path);
+      printf("late.ms_until_segment %ld\n", ms_until_file(path));
+      open_segment();
+      printf("late.segment %d\n", g_seg ? 1 : 0);
+      if (g_seg) print_header();
       continue;
     }
     if (!strcmp(cmd, "forkexec")) {

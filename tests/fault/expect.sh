@@ -6,7 +6,8 @@
 # abort:   same scenario with HAKMEM_ABORT_ON_ERROR=1: the child dies of SIGABRT and the
 #          report naming the address came first.
 # survive: exit 0 after "survived" (no report needed: garbage knobs, out of memory).
-# The environment (LD_PRELOAD, HAKMEM_EXPECT, HAKMEM_SHM_DIR) comes from ctest.
+# The environment (HAKMEM_FAULT_PRELOAD, HAKMEM_EXPECT, HAKMEM_SHM_DIR) comes from ctest; the
+# scenario runs with LD_PRELOAD=$HAKMEM_FAULT_PRELOAD, this script without it.
 set -uo pipefail
 mode="$1"
 shift
@@ -14,9 +15,9 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/hakmem-fault.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
 
 if [ "$mode" = abort ]; then
-  HAKMEM_ABORT_ON_ERROR=1 "$@" >"$tmp/out" 2>"$tmp/err"
+  LD_PRELOAD="${HAKMEM_FAULT_PRELOAD:-}" HAKMEM_ABORT_ON_ERROR=1 "$@" >"$tmp/out" 2>"$tmp/err"
 else
-  "$@" >"$tmp/out" 2>"$tmp/err"
+  LD_PRELOAD="${HAKMEM_FAULT_PRELOAD:-}" "$@" >"$tmp/out" 2>"$tmp/err"
 fi
 rc=$?
 
