@@ -231,6 +231,9 @@ Heap* heap_get_slow() {
     h->pool_ceiling[c] = pool_cap(c);
     h->pool_spilled[c] = 0;
   }
+  // A new thread's first use of a class carves a page's worth, in an adopted heap too.
+  h->tiny_refilled = 0;
+  h->pool_refilled = 0;
   h->bundle_limit = kBundleCacheBytes;
   h->knob_tiny_cap = UINT32_MAX;  // forces every magazine capacity to be set
   heap_refresh_knobs(h);
