@@ -49,8 +49,9 @@ void control_segment_reopen_in_child();
 // True while a fork child (or a process started by a hakmem process) still has to create
 // its own segment file.
 extern std::atomic<bool> g_segment_pending;
-// How long a fork child counts into its stand-in before it creates its file: from its first
-// periodic check to the first one at least this much later.
+// How long a pending process (a fork child, a program a hakmem process started) counts into
+// its stand-in before it creates its file: from its first periodic check to the first one
+// at least this much later.
 inline constexpr uint64_t kChildPublishDelayNs = 100'000'000;
 // Creates the pending file segment (once, and not before kChildPublishDelayNs have passed
 // since the first call), copying what the stand-in counted so far.
