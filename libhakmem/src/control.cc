@@ -96,6 +96,21 @@ void retarget(ThreadCtl* ctl) {
   ctl->slot = knob(Knob::StatsEnable) ? own_slot(ctl) : &g_discard;
 }
 
+// A thread whose slot pointer still points into the segment it counted in before the
+// current one (a pending process published its file, which replaced the stand-in) carries
+// its counts into its slot of the current one. Only the thread writes its slot, so the old
+// slot holds every count, the new one the copy made at publication: without this, what it
+// counted between the copy and its next check was lost (allocations made then and freed
+// later drove the live figures below zero). Until that check (or its exit) the file shows
+// what the thread had counted at the copy. Not at attach: a fork child's old slot is in the
+// parent's mapping, which the child has replaced with zero pages.
+void carry_over(ThreadCtl* ctl) {
+  ThreadSlot* from = ctl->slot;
+  if (from == &g_discard || from == &g_overflow || ctl->slot_index >= proto::kThreadSlots) return;
+  ThreadSlot* to = &control_segment_ptr()->threads[ctl->slot_index];
+  if (from != to) copy_slot_counts(*to, *from);
+}
+
 // ---- error reports ----
 // Each address is reported once; a program that keeps freeing garbage gets at most
 // kMaxReports lines, then one line saying the rest are only counted.
@@ -162,7 +177,10 @@ void control_init(const uint32_t* tiny_class_sizes, uint32_t tiny_class_count) {
 
 ThreadSlot* control_discard_slot() { return &g_discard; }
 
+Mutex g_slots_lock;
+
 void control_thread_attach(ThreadCtl* ctl) {
+  LockGuard g(g_slots_lock);
   Segment* s = control_segment_ptr();
   const uint32_t tid = os_tid();
   uint32_t idx = UINT32_MAX;
@@ -192,6 +210,8 @@ void control_thread_attach(ThreadCtl* ctl) {
 }
 
 void control_thread_detach(ThreadCtl* ctl) {
+  LockGuard g(g_slots_lock);
+  carry_over(ctl);
   // Later frees of this thread (other TLS destructors) count into the discard slot.
   ctl->slot = &g_discard;
   if (ctl->slot_index < proto::kThreadSlots) {
@@ -210,6 +230,7 @@ bool control_poll(ThreadCtl* ctl) {
   if (__builtin_expect(gen == ctl->seen_generation, 1)) return false;
   reload_knobs(s);
   ctl->seen_generation = gen;
+  carry_over(ctl);
   retarget(ctl);
   return true;
 }
@@ -239,6 +260,7 @@ void control_report_double_free(const char* what, const void* p) {
 
 void control_atfork_child(ThreadCtl* surviving_thread) {
   g_reload_lock.reset();
+  g_slots_lock.reset();
   control_segment_reopen_in_child();
   // Stored only when it changes (the stand-in carries the parent's knob block, whose
   // generation the parent has applied): each .bss page the child writes is a copy-on-write

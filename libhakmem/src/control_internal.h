@@ -11,6 +11,7 @@
 #include <atomic>
 
 #include "control.h"
+#include "lock.h"
 #include "hakmem/proto/knobs.h"
 #include "hakmem/proto/segment.h"
 
@@ -56,6 +57,12 @@ inline constexpr uint64_t kChildPublishDelayNs = 100'000'000;
 // Creates the pending file segment (once, and not before kChildPublishDelayNs have passed
 // since the first call), copying what the stand-in counted so far.
 void control_segment_publish_pending();
+// Serialises what moves thread slots between segments or changes their owners: a thread's
+// attach and detach, and the publication of a pending segment (whose copy of the slots and
+// of threads_live must not miss an attach or a detach that lands in the stand-in after it).
+extern Mutex g_slots_lock;
+// Copies the counters of one thread slot (not its owner) into another.
+void copy_slot_counts(proto::ThreadSlot& to, const proto::ThreadSlot& from);
 // Unlinks the file if this process created it (exit, tests).
 void control_segment_close();
 

@@ -219,6 +219,19 @@ void copy_u64(std::atomic<uint64_t>& to, const std::atomic<uint64_t>& from) {
   to.store(from.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
 
+}  // namespace
+
+void copy_slot_counts(proto::ThreadSlot& d, const proto::ThreadSlot& f) {
+  for (size_t t = 0; t < proto::kTierCount; t++)
+    for (size_t c = 0; c < proto::kThreadCounterCount; c++) copy_u64(d.tier[t][c], f.tier[t][c]);
+  for (size_t c = 0; c < proto::kMaxTinyClasses; c++) {
+    copy_u64(d.tiny_class_allocs[c], f.tiny_class_allocs[c]);
+    copy_u64(d.tiny_class_frees[c], f.tiny_class_frees[c]);
+  }
+}
+
+namespace {
+
 // Everything counted so far in the local stand-in, into a fresh file segment: the
 // process-wide block and the thread slots, owners included, so every attached thread's
 // slot_index stays valid in the new segment.
@@ -237,12 +250,7 @@ void copy_runtime(Segment* to, const Segment& from) {
     proto::ThreadSlot& d = to->threads[i];
     const proto::ThreadSlot& f = from.threads[i];
     d.owner_tid.store(f.owner_tid.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    for (size_t t = 0; t < proto::kTierCount; t++)
-      for (size_t c = 0; c < proto::kThreadCounterCount; c++) copy_u64(d.tier[t][c], f.tier[t][c]);
-    for (size_t c = 0; c < proto::kMaxTinyClasses; c++) {
-      copy_u64(d.tiny_class_allocs[c], f.tiny_class_allocs[c]);
-      copy_u64(d.tiny_class_frees[c], f.tiny_class_frees[c]);
-    }
+    copy_slot_counts(d, f);
   }
   to->global.thread_slots_hwm.store(hwm, std::memory_order_release);
 }
@@ -370,6 +378,9 @@ void control_segment_publish_pending() {
   if (!g_segment_pending.compare_exchange_strong(expected, false, std::memory_order_acq_rel)) return;
   Segment* s = create_file();
   if (s == nullptr) return;  // warned; stays local
+  // Threads attaching or detaching meanwhile would change the stand-in's slots after the
+  // copy; their counters they carry over themselves (control.cc, carry_over).
+  LockGuard g(g_slots_lock);
   const Segment& local = *g_seg.load(std::memory_order_acquire);  // g_local, or a fork child's
   copy_runtime(s, local);
   // One generation past the local one: every thread's next control_poll sees a change,

@@ -375,6 +375,21 @@ TEST_F(ControlE2E, ACommandStartedByAHakmemProcessPublishesOnceItHasLivedAWhile)
   EXPECT_TRUE(files().empty()) << "a segment was left behind: " << files()[0];
 }
 
+// Threads that start, count and exit while such a command publishes its segment: the file
+// has every allocation they made (a thread carries what it counted in the stand-in after the
+// copy into its new slot) and the slots of exactly the threads alive (attach, detach and the
+// copy exclude each other). Before, threads_live ended at 2^32 - 1 in the soak's churn.
+TEST_F(ControlE2E, ThreadsChurningWhileACommandPublishesKeepEveryCountAndSlot) {
+  ProbeRun r = run({"spawn latechurn 4 1000"});
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("spawn.status"), 0) << r.out;
+  ASSERT_EQ(r.num("spawn.latechurn.segment"), 1) << r.out;
+  EXPECT_GE(r.num("spawn.latechurn.mallocs"), 8000);
+  EXPECT_GE(r.num("spawn.latechurn.tiny_allocs"), r.num("spawn.latechurn.mallocs"))
+      << "allocations counted in the stand-in after the copy were lost";
+  EXPECT_EQ(r.num("spawn.latechurn.threads_live"), 1);
+}
+
 // fork + exec of a program that does not run hakmem: nothing left in the shm dir.
 TEST_F(ControlE2E, ForkThenExecLeavesNoSegmentBehind) {
   ProbeRun r = run({"forkexec"});

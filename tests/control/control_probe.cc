@@ -22,10 +22,19 @@
 //   mallinfo                    mallinfo2() fields; malloc_info() to stdout; malloc_stats()
 //   fork SIZE N                 the child checks its own segment and allocates N x SIZE,
 //                               reporting as "child.*"; the parent reports its own deltas
-//   spawn                       fork + exec of this probe (preloaded too) running "late", as
-//                               a shell runs a command; its lines come back as "spawn.*"
+//   spawn [STEP [A [B]]]        fork + exec of this probe (preloaded too) running the one
+//                               step "STEP A B" (default "late"), as a shell runs a command;
+//                               its lines come back as "spawn.*"
 //   late                        allocates until this process's segment exists (5 s at
 //                               most): "late.ms_until_segment", then the header's fields
+//   latechurn T N               T threads at a time, each N mallocs of 48 B kept and then
+//                               freed, started and joined again and again until this
+//                               process's segment exists and twice more, the main thread
+//                               making 3000 malloc/free pairs of 48 B each round (a thread
+//                               that lives through the publication and seldom checks),
+//                               then 5000 more pairs (a check is due every 4096):
+//                               "latechurn.mallocs" (all of these), ".tiny_allocs" (the
+//                               segment's), ".threads_live"
 //   forkexec                    fork, and exec /bin/true without the preload in the child
 //   threads N                   N threads alive at once, each allocating; slot figures
 //   sleep MS                    sleeps, allocating nothing (what hakmem's own thread did)
@@ -304,6 +313,15 @@ void fork_child(size_t size, size_t n, int fd) {
   exit(0);  // normal exit: the child's segment is removed by its destructor
 }
 
+// latechurn's threads: n mallocs of 48 B kept, then freed.
+void* churn_thread(void* p) {
+  const size_t n = reinterpret_cast<size_t>(p);
+  void* volatile held[4096];
+  for (size_t i = 0; i < n && i < 4096; i++) held[i] = malloc(48);
+  for (size_t i = 0; i < n && i < 4096; i++) free(held[i]);
+  return nullptr;
+}
+
 struct ThreadArg {
   size_t index;
   pthread_barrier_t* all_allocated;
@@ -456,6 +474,8 @@ int main(int argc, char** argv) {
     if (!strcmp(cmd, "spawn")) {
       int pfd[2];
       if (pipe(pfd) != 0) die("pipe");
+      char child_step[160];
+      snprintf(child_step, sizeof child_step, "%s %s %s", a[0] ? a : "late", b, c);
       fflush(stdout);
       pid_t pid = fork();
       if (pid < 0) die("fork");
@@ -463,7 +483,7 @@ int main(int argc, char** argv) {
         dup2(pfd[1], 1);
         close(pfd[0]);
         close(pfd[1]);
-        execl(argv[0], argv[0], "late", static_cast<char*>(nullptr));
+        execl(argv[0], argv[0], child_step, static_cast<char*>(nullptr));
         _exit(127);
       }
       close(pfd[1]);
@@ -483,6 +503,40 @@ int main(int argc, char** argv) {
       open_segment();
       printf("late.segment %d\n", g_seg ? 1 : 0);
       if (g_seg) print_header();
+      continue;
+    }
+    if (!strcmp(cmd, "latechurn")) {
+      const size_t t = strtoull(a, nullptr, 0), n = strtoull(b, nullptr, 0);
+      if (t == 0 || t > 64 || n == 0 || n > 4096) die("latechurn T N: 1..64 threads, 1..4096 mallocs");
+      char path[4096];
+      own_segment_path(path, sizeof path);
+      uint64_t mallocs = 0;
+      int after = 0;  // rounds since the segment appeared
+      timespec t0{}, t1{};
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      for (long ms = 0; after < 2 && ms < 5000;) {
+        pthread_t tids[64];
+        for (size_t i = 0; i < t; i++)
+          if (pthread_create(&tids[i], nullptr, churn_thread, reinterpret_cast<void*>(n)) != 0) die("pthread_create");
+        for (int i = 0; i < 3000; i++) { void* volatile q = malloc(48); free(q); }
+        for (size_t i = 0; i < t; i++) pthread_join(tids[i], nullptr);
+        mallocs += t * n + 3000;
+        if (after > 0 || access(path, F_OK) == 0) after++;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+      }
+      // The main thread's counts since the publication reach its new slot at its next
+      // check, due within 4096 allocations of a class.
+      for (int i = 0; i < 5000; i++) { void* volatile q = malloc(48); free(q); }
+      mallocs += 5000;
+      open_segment();
+      printf("latechurn.segment %d\nlatechurn.mallocs %llu\n", g_seg ? 1 : 0, static_cast<unsigned long long>(mallocs));
+      if (g_seg) {
+        Snapshot snap;
+        snapshot(seg(), &snap);
+        printf("latechurn.tiny_allocs %llu\nlatechurn.threads_live %u\n",
+               static_cast<unsigned long long>(snap.tier[0].allocs()), snap.threads_live);
+      }
       continue;
     }
     if (!strcmp(cmd, "forkexec")) {
