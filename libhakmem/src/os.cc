@@ -269,6 +269,25 @@ bool os_file_exists(const char* path) {
   return ok;
 }
 
+bool os_stamp_if_older(const char* path, uint64_t age_ns) {
+  int saved = errno;
+  struct stat st;
+  if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == getuid()) {
+    const int64_t stamp = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    if (static_cast<int64_t>(os_realtime_ns()) - stamp < static_cast<int64_t>(age_ns)) {
+      errno = saved;
+      return false;
+    }
+  }
+  int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    futimens(fd, nullptr);
+    close(fd);
+  }
+  errno = saved;
+  return true;
+}
+
 int os_shm_unlink(const char* path) {
   int saved = errno;
   int r = unlink(path) == 0 ? 0 : errno;

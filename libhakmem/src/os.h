@@ -76,6 +76,10 @@ bool os_pid_exists(int32_t pid);
 int32_t os_ppid();
 // Whether `path` names an existing file (access F_OK); errno untouched.
 bool os_file_exists(const char* path);
+// A time stamp in a file's mtime: true (and the stamp set to now, the file created with
+// mode 0600 if missing) unless `path` is a regular file of ours stamped less than `age_ns`
+// ago. True as well when the stamp cannot be read or written. errno untouched.
+bool os_stamp_if_older(const char* path, uint64_t age_ns);
 
 // --- Added by the allocator (compatible extension) ---
 // Blocks while *addr == expected (process-private futex); spurious wake-ups are allowed.

@@ -64,8 +64,11 @@ class ControlE2E : public ::testing::Test {
   }
   void TearDown() override {
     for (const auto& f : files()) unlink((dir_ + "/" + f).c_str());
+    unlink(sweep_stamp().c_str());
     rmdir(dir_.c_str());
   }
+  // The file whose mtime says when a process of ours last swept the folder.
+  std::string sweep_stamp() const { return dir_ + "/.hakmem-sweep." + std::to_string(getuid()); }
   std::vector<std::string> files() const {
     std::vector<std::string> v;
     if (DIR* d = opendir(dir_.c_str())) {
@@ -330,6 +333,51 @@ TEST_F(ControlE2E, EnvironmentIsIgnoredInSetuidPrograms) {
   ProbeRun plain = run_exe(LINKED_PROBE_PATH, false, {}, {"HAKMEM_TINY_CAP=64"}, true);
   ASSERT_RAN(plain);
   EXPECT_EQ(plain.num("knob.tiny.cap"), 64);
+}
+
+// The sweep runs once a second at most per user (it reads the whole folder and asks the
+// kernel about every pid in it): the time of the last one is the mtime of the user's stamp
+// file in the folder. A stamp of ours from just now holds the next process's sweep back, an
+// older one does not, and neither does one another user made.
+TEST_F(ControlE2E, StaleSegmentsAreSweptAtMostOnceASecond) {
+  pid_t dead = fork();
+  ASSERT_GE(dead, 0);
+  if (dead == 0) _exit(0);
+  waitpid(dead, nullptr, 0);
+  const std::string stale = dir_ + "/hakmem." + std::to_string(getuid()) + "." + std::to_string(dead);
+  const std::string stamp = sweep_stamp();
+  auto make = [](const std::string& f) {
+    int fd = open(f.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0) << f;
+    close(fd);
+  };
+  auto stamp_at = [&](time_t when) {
+    const timespec t[2] = {{when, 0}, {when, 0}};
+    ASSERT_EQ(utimensat(AT_FDCWD, stamp.c_str(), t, 0), 0);
+  };
+  make(stale);
+  make(stamp);
+  stamp_at(time(nullptr));
+  ProbeRun r = run({"header"});
+  ASSERT_RAN(r);
+  EXPECT_EQ(access(stale.c_str(), F_OK), 0) << "swept again within a second of the last sweep";
+
+  stamp_at(time(nullptr) - 5);
+  r = run({"header"});
+  ASSERT_RAN(r);
+  EXPECT_NE(access(stale.c_str(), F_OK), 0) << "the last sweep was 5 s ago, and this process did not sweep";
+  struct stat st{};
+  ASSERT_EQ(stat(stamp.c_str(), &st), 0);
+  EXPECT_GE(st.st_mtime, time(nullptr) - 2) << "the sweep did not stamp its time";
+
+  if (geteuid() == 0) {
+    make(stale);
+    stamp_at(time(nullptr));
+    ASSERT_EQ(chown(stamp.c_str(), 65534, 65534), 0);
+    r = run({"header"});
+    ASSERT_RAN(r);
+    EXPECT_NE(access(stale.c_str(), F_OK), 0) << "another user's stamp held our sweep back";
+  }
 }
 
 TEST_F(ControlE2E, ForkChildGetsItsOwnSegmentAndTheParentsKnobs) {
