@@ -71,9 +71,9 @@ struct Heap {
   // refill (pool.cc). Slow paths only: they too sit in the cold first KiB.
   uint32_t pool_ceiling[kPoolClasses];
   uint32_t pool_spilled[kPoolClasses];
-  // Refills of each tiny (pool) class so far, counted up to 3 (see refill_carve).
-  uint8_t tiny_refills[kTinyClasses];
-  uint8_t pool_refills[kPoolClasses];
+  // Bit c: the heap has refilled tiny (pool) class c before (see refill_carve).
+  uint32_t tiny_refilled;
+  uint32_t pool_refilled;
   alignas(1024) Magazine tiny[kTinyClasses];  // hot: the tiny fast path touches only these, tick and ctl
   ThreadCtl ctl;
   Magazine pool[kPoolClasses];
@@ -103,19 +103,20 @@ struct Heap {
   Block* pool_seen[kPoolClasses];
 };
 
-// Fresh blocks a refill may carve, given `refills`, the class's count of refills in this
-// heap (the heap's tiny_refills or pool_refills entry), and `carve`, its per-refill budget:
-// the first refill carves what one 4 KiB page holds (one block at least), each later one
-// twice as much, up to the budget. Each carved block's first line is written, so a block
-// carved ahead of need is a page fault the program may never need, and many classes are
-// used a few times only by a thread (a command's start-up, a fork child before it execs):
-// the first 5,000-byte malloc carved 3 blocks over 4 pages, the first 1 KiB malloc 16 over
-// 4. A class in steady use reaches the whole budget by its fourth refill.
-inline uint32_t refill_carve(uint8_t& refills, uint32_t carve, uint32_t block_size) {
-  const uint32_t bytes = 4096u << refills;
-  if (refills < 3) refills++;
-  const uint32_t n = block_size >= bytes ? 1 : bytes / block_size;
-  return n < carve ? n : carve;
+// Fresh blocks a refill of class c (bit c of `refilled`, the heap's tiny_refilled or
+// pool_refilled) may carve: `carve`, its per-refill budget, but on the heap's first refill
+// of the class only what one 4 KiB page holds (one block at least). Each carved block's
+// first line is written, so a block carved ahead of need is a page fault the program may
+// never need, and many classes are used once or a few times by a thread (a command's
+// start-up, a fork child before it execs): the first 5,000-byte malloc carved 3 blocks over
+// 4 pages, the first 1 KiB malloc 16 over 4. A class used again gets the whole budget from
+// its second refill on.
+inline uint32_t refill_carve(uint32_t& refilled, uint32_t c, uint32_t carve, uint32_t block_size) {
+  const uint32_t bit = 1u << c;
+  if (refilled & bit) return carve;
+  refilled |= bit;
+  const uint32_t page = block_size >= 4096 ? 1 : 4096 / block_size;
+  return page < carve ? page : carve;
 }
 
 // Caches the run whose block is p (`units` long, in use, held by this thread) in its bin.

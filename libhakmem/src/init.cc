@@ -232,8 +232,8 @@ Heap* heap_get_slow() {
     h->pool_spilled[c] = 0;
   }
   // A new thread's first use of a class carves a page's worth, in an adopted heap too.
-  for (uint8_t& n : h->tiny_refills) n = 0;
-  for (uint8_t& n : h->pool_refills) n = 0;
+  h->tiny_refilled = 0;
+  h->pool_refilled = 0;
   h->bundle_limit = kBundleCacheBytes;
   h->knob_tiny_cap = UINT32_MAX;  // forces every magazine capacity to be set
   heap_refresh_knobs(h);
