@@ -394,7 +394,8 @@ void control_segment_publish_pending() {
   Segment* s = create_file();
   if (s == nullptr) return;  // warned; stays local
   // Threads attaching or detaching meanwhile would change the stand-in's slots after the
-  // copy; their counters they carry over themselves (control.cc, carry_over).
+  // copy. What threads count in the stand-in after it, each carries over itself
+  // (control.cc, carry_over).
   LockGuard g(g_slots_lock);
   const Segment& local = *g_seg.load(std::memory_order_acquire);  // g_local, or a fork child's
   copy_runtime(s, local);
