@@ -104,19 +104,18 @@ struct Heap {
 };
 
 // Fresh blocks a refill of class c (bit c of `refilled`, the heap's tiny_refilled or
-// pool_refilled) may carve: `carve`, its per-refill budget, but on the heap's first refill
-// of the class only what one 4 KiB page holds (one block at least). Each carved block's
-// first line is written, so a block carved ahead of need is a page fault the program may
-// never need, and many classes are used once or a few times by a thread (a command's
-// start-up, a fork child before it execs): the first 5,000-byte malloc carved 3 blocks over
-// 4 pages, the first 1 KiB malloc 16 over 4. A class used again gets the whole budget from
-// its second refill on.
-inline uint32_t refill_carve(uint32_t& refilled, uint32_t c, uint32_t carve, uint32_t block_size) {
+// pool_refilled) may carve: `budget` bytes of them, one block at least, but on the heap's
+// first refill of the class only what one 4 KiB page holds. Each carved block's first line
+// is written, so a block carved ahead of need is a page fault the program may never need,
+// and many classes are used once or a few times by a thread (a command's start-up, a fork
+// child before it execs): the first 5,000-byte malloc carved 3 blocks over 4 pages, the
+// first 1 KiB malloc 16 over 4. A class used again gets the whole budget from its second
+// refill on.
+inline uint32_t refill_carve(uint32_t& refilled, uint32_t c, size_t budget, size_t block_size) {
   const uint32_t bit = 1u << c;
-  if (refilled & bit) return carve;
+  const size_t bytes = refilled & bit ? budget : 4096;
   refilled |= bit;
-  const uint32_t page = block_size >= 4096 ? 1 : 4096 / block_size;
-  return page < carve ? page : carve;
+  return bytes <= block_size ? 1 : static_cast<uint32_t>(bytes / block_size);
 }
 
 // Caches the run whose block is p (`units` long, in use, held by this thread) in its bin.

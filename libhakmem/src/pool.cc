@@ -103,7 +103,7 @@ void* pool_malloc_slow(Heap* h, uint32_t c) {
     // asks for full magazines. Each carved block's first line is written, so every block
     // carved ahead of need is a page fault the program may never need: the first 4 KiB
     // malloc carved 16 blocks, 16 pages (git status: 103 of its 403 faults).
-    const uint32_t carve = refill_carve(h->pool_refilled, c, bs >= kPoolCarveBytes ? 1 : kPoolCarveBytes / bs, bs);
+    const uint32_t carve = refill_carve(h->pool_refilled, c, kPoolCarveBytes, bs);
     const uint32_t carve_want = h->knob_pool_prewarm || want < carve ? want : carve;
     PoolShard& s = g_pool[h->shard][c];
     LockGuard g(s.lock);

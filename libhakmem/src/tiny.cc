@@ -182,8 +182,7 @@ void* tiny_malloc_slow(Heap* h, uint32_t c) {
     // kTinyCarveBytes per refill (unless tiny.prewarm asks for full magazines): a thread
     // that only allocates misses on every refill, and fresh blocks carved ahead of need sit
     // touched and idle.
-    const uint32_t carve = refill_carve(h->tiny_refilled, c, static_cast<uint32_t>(kTinyCarveBytes / kTinyClassSize[c]),
-                                        static_cast<uint32_t>(kTinyClassSize[c]));
+    const uint32_t carve = refill_carve(h->tiny_refilled, c, kTinyCarveBytes, kTinyClassSize[c]);
     const uint32_t carve_want = h->knob_tiny_prewarm || want < carve ? want : carve;
     drain_ready(h);
     uint32_t got = 0;
