@@ -190,6 +190,27 @@ std::optional<ProcStat> proc_stat(pid_t pid) {
   return proc_stat_parse(buf, static_cast<size_t>(n));
 }
 
+std::string proc_exe(pid_t pid) {
+  char path[64], buf[4096];
+  snprintf(path, sizeof path, "/proc/%d/exe", static_cast<int>(pid));
+  ssize_t n = readlink(path, buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+std::string proc_cmdline(pid_t pid, size_t cap) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/cmdline", static_cast<int>(pid));
+  std::string buf(cap + 1, '\0');
+  ssize_t n = read_small(path, buf.data(), buf.size());
+  if (n <= 0) return std::string();
+  buf.resize(static_cast<size_t>(n));
+  // Arguments are NUL-separated, the last one NUL-terminated.
+  while (!buf.empty() && buf.back() == '\0') buf.pop_back();
+  for (char& c : buf)
+    if (c == '\0') c = ' ';
+  return buf;
+}
+
 std::optional<uint64_t> proc_rss_bytes(pid_t pid) {
   char path[64], buf[256];
   snprintf(path, sizeof path, "/proc/%d/statm", static_cast<int>(pid));

@@ -1,5 +1,5 @@
 // What the daemon learns about a process from /proc and kill(2): liveness, start time
-// (to tell a reused pid apart), page faults and resident size. Every function tolerates a
+// (to tell a reused pid apart), executable and command line, page faults and resident size. Every function tolerates a
 // process that vanishes between two reads (it reports "unknown", never throws).
 #pragma once
 
@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <optional>
+#include <string>
 
 namespace hakmemd {
 
@@ -51,6 +52,12 @@ enum class MapCheck { Mapped, NotMapped, Unknown };
 MapCheck proc_maps_file(pid_t pid, dev_t dev, ino_t ino, const char* name);
 // The same over the text of a maps file; exposed for the unit tests.
 MapCheck proc_maps_parse(const char* text, size_t len, dev_t dev, ino_t ino, const char* name);
+// The executable, readlink(/proc/<pid>/exe); "" when unreadable (the process is gone, is
+// not dumpable, or belongs to another user and we lack CAP_SYS_PTRACE).
+std::string proc_exe(pid_t pid);
+// The command line, /proc/<pid>/cmdline with its arguments joined by spaces, at most
+// `cap` bytes; "" when unreadable. Raw bytes: a program's arguments need not be UTF-8.
+std::string proc_cmdline(pid_t pid, size_t cap = 4096);
 // Resident bytes from /proc/<pid>/statm.
 std::optional<uint64_t> proc_rss_bytes(pid_t pid);
 // Seconds since boot, from /proc/uptime.

@@ -159,7 +159,7 @@ Registry::OpenResult Registry::try_open(const std::string& name) {
   fd = -1;
 
   proto::SegmentCheck check;
-  uint64_t start_ticks = 0;
+  uint64_t created_ticks = 0;
   int32_t hdr_pid = 0;
   uint32_t hdr_uid = 0;
   {
@@ -167,11 +167,9 @@ Registry::OpenResult Registry::try_open(const std::string& name) {
     check = proto::validate_segment(e->map.seg(), size);
     const proto::SegmentHeader& h = e->map.seg()->header;
     if (check == proto::SegmentCheck::Ok) {
-      start_ticks = h.start_time_ticks;
+      created_ticks = h.created_boot_ticks;
       hdr_pid = h.pid;
       hdr_uid = h.uid;
-      e->exe = bounded(h.exe, sizeof h.exe);
-      e->cmdline = bounded(h.cmdline, sizeof h.cmdline);
       e->lib_version = bounded(h.lib_version, sizeof h.lib_version);
     }
     if (g.faulted()) {
@@ -190,7 +188,10 @@ Registry::OpenResult Registry::try_open(const std::string& name) {
                                 ", the name says pid " + std::to_string(pid) + " uid " + std::to_string(uid));
     return settle(OpenResult::Rejected);
   }
-  if (auto ps = proc_stat(pid); ps && ps->start_time_ticks != start_ticks) {
+  // The owner started before its segment was created; a process under this pid that started
+  // later took the pid of a dead one.
+  const auto ps = proc_stat(pid);
+  if (ps && ps->start_time_ticks > created_ticks) {
     if (unlink_if_same(name, st.st_dev, st.st_ino))
       spdlog::info("removed stale segment {} (pid {} was reused by a newer process)", path, pid);
     return settle(OpenResult::Stale);
@@ -198,7 +199,11 @@ Registry::OpenResult Registry::try_open(const std::string& name) {
 
   e->pid = pid;
   e->uid = uid;
-  e->start_time_ticks = start_ticks;
+  // Without /proc/<pid>/stat (hidepid) the creation time stands in for the start time: the
+  // same process to every later check, and an uptime from when hakmem started in it.
+  e->start_time_ticks = ps ? ps->start_time_ticks : created_ticks;
+  e->exe = proc_exe(pid);
+  e->cmdline = proc_cmdline(pid);
   e->name = name;
   e->dev = st.st_dev;
   e->ino = st.st_ino;

@@ -60,8 +60,8 @@ struct ProcessEntry {
   std::string name;      // file name in the segment folder
   dev_t dev = 0;
   ino_t ino = 0;
-  std::string exe;       // copied from the header at registration (bounded)
-  std::string cmdline;
+  std::string exe;       // /proc/<pid>/exe at registration ("" when unreadable)
+  std::string cmdline;   // /proc/<pid>/cmdline at registration, arguments joined by spaces
   std::string lib_version;
   SegmentMap map;
   uint64_t knob_set_mask = 0;  // knobs this daemon has written (get's "source": "set")

@@ -128,6 +128,14 @@ uint64_t os_realtime_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+uint64_t os_boot_ticks() {
+  timespec ts;
+  clock_gettime(CLOCK_BOOTTIME, &ts);
+  uint64_t hz = getauxval(AT_CLKTCK);
+  if (hz == 0 || hz > 1000000000ull) hz = 100;
+  return static_cast<uint64_t>(ts.tv_sec) * hz + static_cast<uint64_t>(ts.tv_nsec) / (1000000000ull / hz);
+}
+
 uint32_t os_tid() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
 int32_t os_pid() { return static_cast<int32_t>(syscall(SYS_getpid)); }
 uint32_t os_uid() { return static_cast<uint32_t>(getuid()); }
@@ -186,15 +194,6 @@ ssize_t os_read_file(const char* path, char* buf, size_t cap) {
   close(fd);
   errno = saved;
   return static_cast<ssize_t>(got);
-}
-
-ssize_t os_readlink(const char* path, char* buf, size_t cap) {
-  if (cap == 0) return -EINVAL;
-  int saved = errno;
-  ssize_t n = readlink(path, buf, cap - 1);
-  if (n < 0) { int e = errno; errno = saved; buf[0] = 0; return -e; }
-  buf[n] = 0;
-  return n;
 }
 
 int os_shm_create(const char* path, size_t size, void** out) {

@@ -41,6 +41,9 @@ int os_populate(void* p, size_t size);
 uint64_t os_now_ns();
 // CLOCK_REALTIME in nanoseconds (vDSO: no syscall in the common case).
 uint64_t os_realtime_ns();
+// CLOCK_BOOTTIME in clock ticks (AT_CLKTCK per second, rounded down): the unit and the
+// clock of a process's start time in /proc/<pid>/stat (vDSO: no syscall).
+uint64_t os_boot_ticks();
 uint32_t os_tid();
 int32_t os_pid();
 uint32_t os_uid();
@@ -59,8 +62,6 @@ void os_write_stderr(const char* buf, size_t len);
 // Reads up to cap-1 bytes of a small file (e.g. under /proc) into buf, NUL-terminated.
 // Returns the byte count, or -errno.
 ssize_t os_read_file(const char* path, char* buf, size_t cap);
-// readlink() into buf, NUL-terminated; returns the length or -errno.
-ssize_t os_readlink(const char* path, char* buf, size_t cap);
 
 // Creates `path` with O_CREAT|O_EXCL|O_NOFOLLOW and mode 0600, sizes it and maps it shared.
 // A leftover file of an earlier process with the same pid is removed first when it belongs

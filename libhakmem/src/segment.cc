@@ -38,37 +38,15 @@ bool g_opened = false;
 int32_t g_owner_pid = 0;
 char g_path[4096];
 
-// Field 22 (starttime, clock ticks since boot) of /proc/self/stat. The command name
-// (field 2) may contain spaces and ')', so count fields from the last ')'.
-uint64_t read_start_time() {
-  char buf[1024];
-  ssize_t n = os_read_file("/proc/self/stat", buf, sizeof buf);
-  if (n <= 0) return 0;
-  const char* p = nullptr;
-  for (ssize_t i = 0; i < n; i++)
-    if (buf[i] == ')') p = buf + i;
-  if (p == nullptr) return 0;
-  p++;
-  // After ')' comes field 3; field 22 is the 20th token from here.
-  for (int field = 3; field < 22; field++) {
-    while (*p == ' ') p++;
-    while (*p && *p != ' ') p++;
-  }
-  while (*p == ' ') p++;
-  uint64_t v = 0;
-  for (; *p >= '0' && *p <= '9'; p++) v = v * 10 + static_cast<uint64_t>(*p - '0');
-  return v;
-}
-
 void copy_str(char* dst, size_t cap, const char* src) {
   size_t i = 0;
   for (; src[i] && i + 1 < cap; i++) dst[i] = src[i];
   dst[i] = 0;
 }
 
-// `identity`: the start time, executable and command line, which only hakmemd reads, so only
-// a file segment gets them (three /proc reads, about 17 us of every process's start).
-void fill_header(Segment* s, const uint32_t* tiny_class_sizes, uint32_t tiny_class_count, bool identity) {
+// Nothing here reads /proc: hakmemd reads the executable, command line and start time there
+// (proto/segment.h), where three reads cost each process about 50 us of its start.
+void fill_header(Segment* s, const uint32_t* tiny_class_sizes, uint32_t tiny_class_count) {
   proto::SegmentHeader& h = s->header;
   h.magic = proto::kMagic;
   h.layout_version = proto::kLayoutVersion;
@@ -76,18 +54,8 @@ void fill_header(Segment* s, const uint32_t* tiny_class_sizes, uint32_t tiny_cla
   h.segment_size = sizeof(Segment);
   h.pid = os_pid();
   h.uid = os_uid();
+  h.created_boot_ticks = os_boot_ticks();
   h.created_unix_ns = os_realtime_ns();
-  if (identity) {
-    h.start_time_ticks = read_start_time();
-    if (os_readlink("/proc/self/exe", h.exe, sizeof h.exe) < 0) h.exe[0] = 0;
-    ssize_t n = os_read_file("/proc/self/cmdline", h.cmdline, sizeof h.cmdline);
-    if (n < 0) n = 0;
-    // argv is NUL-separated; join with spaces and drop the trailing separator.
-    for (ssize_t i = 0; i < n; i++)
-      if (h.cmdline[i] == 0) h.cmdline[i] = ' ';
-    while (n > 0 && h.cmdline[n - 1] == ' ') n--;
-    h.cmdline[n] = 0;
-  }
   copy_str(h.lib_version, sizeof h.lib_version, HAKMEM_VERSION);
   if (tiny_class_count > proto::kMaxTinyClasses) tiny_class_count = proto::kMaxTinyClasses;
   if (tiny_class_sizes != s->header.tiny_class_size) {
@@ -272,17 +240,15 @@ void copy_runtime(Segment* to, const Segment& from) {
 
 // Fills a segment's header and knob block and marks it ready (last, release).
 void publish(Segment* s, const uint32_t* sizes, uint32_t count, uint64_t env_mask, uint64_t generation) {
-  fill_header(s, sizes, count, s != &g_local);
+  fill_header(s, sizes, count);
   fill_knobs(s, env_mask, generation);
   // Readers trust nothing above until they see ready == 1.
   s->header.ready.store(1, std::memory_order_release);
 }
 
-// A fork child's stand-in: the parent's header (the same program, arguments and classes)
-// and knob block, with the child's pid. Nothing is read from /proc or the clock here: the
-// start time, the executable and the command line are read when the child publishes a
-// file of its own (fill_header), so a child that only runs a command and exits (a shell's)
-// does not pay three /proc opens.
+// A fork child's stand-in: the parent's header (the same classes) and knob block, with the
+// child's pid. The header gets its creation time when the child publishes a file of its
+// own (fill_header).
 void publish_inherited(Segment* s, const Segment& parent) {
   proto::SegmentHeader& h = s->header;
   if (s != &parent) {
@@ -290,7 +256,6 @@ void publish_inherited(Segment* s, const Segment& parent) {
     memcpy(static_cast<void*>(&s->knobs), &parent.knobs, sizeof s->knobs);
   }
   h.pid = os_pid();
-  h.start_time_ticks = 0;
   h.ready.store(1, std::memory_order_release);
 }
 

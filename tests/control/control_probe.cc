@@ -233,8 +233,25 @@ void print_header() {
   if (lstat(g_path, &st) != 0) die("lstat");
   printf("path %s\nmode %o\nowner %u\nsize_ok %d\n", g_path, st.st_mode & 07777, st.st_uid,
          st.st_size >= static_cast<off_t>(sizeof(Segment)) ? 1 : 0);
-  printf("pid %d\nmy_pid %d\nuid %u\nstart_time %llu\nexe %s\ncmdline %s\nlib_version %s\n", h.pid, getpid(),
-         h.uid, static_cast<unsigned long long>(h.start_time_ticks), h.exe, h.cmdline, h.lib_version);
+  // Clock ticks after boot: when this process started (field 22 of /proc/self/stat), when its
+  // segment was created, and now.
+  unsigned long long start = 0;
+  char stat[1024];
+  if (FILE* f = fopen("/proc/self/stat", "r")) {
+    size_t n = fread(stat, 1, sizeof stat - 1, f);
+    fclose(f);
+    stat[n] = 0;
+    const char* p = strrchr(stat, ')');
+    for (int field = 2; p && field < 22; field++) p = strchr(p + 1, ' ');
+    if (p) start = strtoull(p + 1, nullptr, 10);
+  }
+  timespec boot;
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  const long hz = sysconf(_SC_CLK_TCK);
+  printf("pid %d\nmy_pid %d\nuid %u\nlib_version %s\n", h.pid, getpid(), h.uid, h.lib_version);
+  printf("start_ticks %llu\ncreated_ticks %llu\nnow_ticks %llu\n", start,
+         static_cast<unsigned long long>(h.created_boot_ticks),
+         static_cast<unsigned long long>(boot.tv_sec * hz + boot.tv_nsec / (1000000000 / hz)));
   printf("tiny_class_count %u\n", h.tiny_class_count);
   printf("threads_live %u\n", seg().global.threads_live.load());
 }

@@ -59,19 +59,35 @@ inline std::string comm_of(pid_t pid) {
 // segment the way libhakmem maps its own (map_segment), and exec a program without hakmem
 // (exec_sleep). It serves those requests over a socket pair and exits when the test process
 // is gone (end of file), so a crashed test leaves no sleepers behind.
+// With `exe` (a copy of tests/daemon/fake_service.cc's program, install_fake_service) the
+// child runs that executable, which hakmemd reads from /proc/<pid>/exe, and serves the same
+// requests; without, it is a fork of the test and runs the test's executable.
 class Sleeper {
  public:
-  explicit Sleeper(uid_t uid = 0) {
+  explicit Sleeper(uid_t uid = 0, const std::string& exe = "") {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return;
     pid_ = fork();
     if (pid_ == 0) {
       ::close(sv[0]);
       if (uid != 0 && (setgid(uid) != 0 || setuid(uid) != 0)) _exit(1);
+      if (!exe.empty()) {
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", sv[1]);
+        fcntl(sv[1], F_SETFD, 0);  // kept across the exec
+        execl(exe.c_str(), exe.c_str(), fd, static_cast<char*>(nullptr));
+        _exit(127);
+      }
       serve(sv[1]);
     }
     ::close(sv[1]);
     ctl_ = sv[0];
+    if (!exe.empty()) {
+      // The program says it is up: the exec is done, /proc/<pid>/exe names it.
+      char up = 0;
+      if (pid_ < 0 || read(ctl_, &up, 1) != 1 || up != 'r') stop();
+      return;
+    }
     // Wait until the child has its own /proc entry (start time differs from ours).
     for (int i = 0; i < 1000 && start_ticks_of(pid_) == 0; i++) usleep(1000);
   }
@@ -131,7 +147,7 @@ class Sleeper {
     return closed && comm_of(pid_) == "sleep";
   }
 
- private:
+  // The child's loop: answers requests on fd until the test process closes its end.
   [[noreturn]] static void serve(int fd) {
     for (;;) {
       CmdMsg m(0);
@@ -157,6 +173,8 @@ class Sleeper {
     }
   }
 
+ private:
+
   pid_t pid_ = -1;
   int ctl_ = -1;
 };
@@ -174,15 +192,15 @@ class FakeSegment {
  public:
   // The segment of a live process that maps it, as libhakmem does: `owner` maps it before
   // `ready` is set (hakmemd drops a segment its process no longer maps: exec'd away).
-  FakeSegment(const std::string& dir, Sleeper& owner, uid_t uid = 0, const char* exe = "/usr/bin/fake-service",
-              bool ready = true, uint64_t start_ticks = ~0ull) {
-    create(dir, owner.pid(), uid, exe, start_ticks, &owner);
+  FakeSegment(const std::string& dir, Sleeper& owner, uid_t uid = 0, bool ready = true,
+              uint64_t created_ticks = ~0ull) {
+    create(dir, owner.pid(), uid, created_ticks, &owner);
     if (seg_ && ready) set_ready();
   }
   // A segment that only this test maps: for pids that are dead, or not the file's process.
-  FakeSegment(const std::string& dir, pid_t pid, uid_t uid = 0, const char* exe = "/usr/bin/fake-service",
-              bool ready = true, uint64_t start_ticks = ~0ull) {
-    create(dir, pid, uid, exe, start_ticks, nullptr);
+  FakeSegment(const std::string& dir, pid_t pid, uid_t uid = 0, bool ready = true,
+              uint64_t created_ticks = ~0ull) {
+    create(dir, pid, uid, created_ticks, nullptr);
     if (seg_ && ready) set_ready();
   }
   ~FakeSegment() {
@@ -209,7 +227,8 @@ class FakeSegment {
   uint64_t generation() { return seg_->knobs.generation.load(); }
 
  private:
-  void create(const std::string& dir, pid_t pid, uid_t uid, const char* exe, uint64_t start_ticks, Sleeper* owner) {
+  // created_ticks ~0: the owner's start time (the earliest a real segment's can be).
+  void create(const std::string& dir, pid_t pid, uid_t uid, uint64_t created_ticks, Sleeper* owner) {
     char buf[512];
     proto::segment_path(dir.c_str(), uid, pid, buf, sizeof buf);
     path_ = buf;
@@ -232,9 +251,7 @@ class FakeSegment {
     h.segment_size = sizeof(proto::Segment);
     h.pid = pid;
     h.uid = uid;
-    h.start_time_ticks = start_ticks == ~0ull ? start_ticks_of(pid) : start_ticks;
-    snprintf(h.exe, sizeof h.exe, "%s", exe);
-    snprintf(h.cmdline, sizeof h.cmdline, "%s --serve", exe);
+    h.created_boot_ticks = created_ticks == ~0ull ? start_ticks_of(pid) : created_ticks;
     snprintf(h.lib_version, sizeof h.lib_version, "0.1.0");
     h.tiny_class_count = 4;
     const uint32_t sizes[] = {16, 32, 64, 128};
@@ -257,6 +274,43 @@ inline void write_file(const std::string& path, const std::string& bytes, mode_t
   fchmod(fd, mode);
   close(fd);
 }
+
+// readlink(/proc/self/exe): what hakmemd reads as the executable of a plain Sleeper.
+inline std::string self_exe() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+// /proc/self/cmdline with the arguments joined by spaces: what hakmemd reads as the command
+// line of a plain Sleeper.
+inline std::string own_cmdline() {
+  char buf[8192];
+  int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf) : -1;
+  if (fd >= 0) close(fd);
+  std::string s = n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  while (!s.empty() && s.back() == 0) s.pop_back();
+  for (char& c : s)
+    if (c == 0) c = ' ';
+  return s;
+}
+
+#ifdef FAKE_SERVICE_PATH
+// Copies the fake_service program to dir/name (mode 0755), for a Sleeper that should run an
+// executable of that name. Returns the path, or "" when the copy failed.
+inline std::string install_fake_service(const std::string& dir, const std::string& name) {
+  const std::string path = dir + "/" + name;
+  int in = open(FAKE_SERVICE_PATH, O_RDONLY | O_CLOEXEC);
+  int out = open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0755);
+  bool ok = in >= 0 && out >= 0;
+  char buf[65536];
+  for (ssize_t n; ok && (n = read(in, buf, sizeof buf)) != 0;) ok = n > 0 && write(out, buf, static_cast<size_t>(n)) == n;
+  if (in >= 0) close(in);
+  if (out >= 0) close(out);
+  return ok ? path : std::string();
+}
+#endif
 
 inline bool file_exists(const std::string& path) {
   struct stat st;

@@ -72,7 +72,7 @@ TEST(Daemon, DiscoversSegmentsAndRemovesThoseOfDeadProcesses) {
   EXPECT_FALSE(d.lists(gone));
   EXPECT_TRUE(d.lists(a.pid()));
   // A segment left by a process that died before the daemon ever saw it.
-  FakeSegment dead(d.shm(), dead_pid(), 0, "/usr/bin/x", true, 1);
+  FakeSegment dead(d.shm(), dead_pid(), 0, true, 1);
   EXPECT_TRUE(eventually([&] { return !file_exists(dead.path()); })) << d.log();
   // A process that exits cleanly unlinks its own segment: dropped from the list.
   sa.remove();
@@ -103,15 +103,17 @@ TEST(Daemon, ASegmentLeftBehindByAnExecIsRemovedWhileTheProcessLivesOn) {
 TEST(Daemon, StatsReportTheSegmentsFiguresAndFollowThem) {
   DaemonProc d;
   ASSERT_TRUE(d.ready()) << d.log();
-  Sleeper p;
-  FakeSegment s(d.shm(), p, 0, "/opt/app/server");
+  TempDir bin;
+  Sleeper p(0, install_fake_service(bin.path(), "server"));
+  FakeSegment s(d.shm(), p);
   s.add(proto::Tier::Whale, proto::ThreadCounter::Allocs, 2);
   s.add(proto::Tier::Whale, proto::ThreadCounter::AllocBytes, 4 << 20);
   s.set_global(proto::Tier::Whale, proto::GlobalCounter::MappedBytes, 4 << 20);
   ASSERT_TRUE(eventually([&] { return d.lists(p.pid()); })) << d.log();
   json st = stats_of(d, p.pid());
   ASSERT_TRUE(st.contains("tiers")) << st.dump();
-  EXPECT_EQ(st["exe"], "/opt/app/server");
+  EXPECT_EQ(st["exe"], bin.path() + "/server");  // hakmemd's read of /proc/<pid>/exe
+  EXPECT_EQ(st["cmdline"].get<std::string>().rfind(bin.path() + "/server ", 0), 0u) << st["cmdline"];
   EXPECT_EQ(st["tiers"]["whale"]["allocs"], 2);
   EXPECT_EQ(st["tiers"]["whale"]["live_bytes"], 4 << 20);
   EXPECT_EQ(st["tiers"]["whale"]["mapped_bytes"], 4 << 20);
@@ -154,7 +156,7 @@ TEST(Daemon, SetWritesTheSegmentBumpsTheGenerationAndIsLogged) {
   EXPECT_EQ(s.generation(), gen0 + 1);
   const std::string log = d.log();
   EXPECT_NE(log.find("knob set by uid 0 pid " + std::to_string(getpid()) + ": process " + std::to_string(p.pid()) +
-                     " (/usr/bin/fake-service) tiny.cap 0 -> 64"),
+                     " (" + self_exe() + ") tiny.cap 0 -> 64"),
             std::string::npos)
       << log;
 }
@@ -252,7 +254,7 @@ TEST(Daemon, AnotherUidCannotSeeOrChangeRootsProcesses) {
   Sleeper mine;                   // root's process
   Sleeper theirs(65534);          // nobody's process
   FakeSegment s_root(d.shm(), mine);
-  FakeSegment s_nobody(d.shm(), theirs, 65534, "/usr/bin/nobodys");
+  FakeSegment s_nobody(d.shm(), theirs, 65534);
   ASSERT_TRUE(eventually([&] { return d.lists(mine.pid()) && d.lists(theirs.pid()); })) << d.log();
   // An administrator opens the socket to everyone; the daemon's own SO_PEERCRED check is what
   // must keep users apart now.
@@ -293,8 +295,9 @@ TEST(Daemon, MetricsAreServedOverHttpAndParse) {
   const uint16_t port = free_port();
   DaemonProc d({"--metrics", "127.0.0.1:" + std::to_string(port)});
   ASSERT_TRUE(d.ready()) << d.log();
-  Sleeper p;
-  FakeSegment s(d.shm(), p, 0, "/srv/a \"quoted\" name");
+  TempDir bin;
+  Sleeper p(0, install_fake_service(bin.path(), "a \"quoted\" name"));
+  FakeSegment s(d.shm(), p);
   s.add(proto::Tier::Pool, proto::ThreadCounter::Allocs, 11);
   s.add(proto::Tier::Pool, proto::ThreadCounter::AllocBytes, 11 * 2048);
   s.set_global(proto::Tier::Pool, proto::GlobalCounter::MappedBytes, 65536);
@@ -327,7 +330,8 @@ TEST(Daemon, MetricsAreServedOverHttpAndParse) {
     n++;
   }
   EXPECT_GT(n, 50u);
-  const std::string lbl = "pid=\"" + std::to_string(p.pid()) + "\",exe=\"/srv/a \\\"quoted\\\" name\"";
+  const std::string lbl =
+      "pid=\"" + std::to_string(p.pid()) + "\",exe=\"" + bin.path() + "/a \\\"quoted\\\" name\"";
   EXPECT_EQ(samples["hakmem_processes{}"], 1);
   EXPECT_EQ(samples["hakmem_allocs_total{" + lbl + ",tier=\"pool\"}"], 11);
   EXPECT_EQ(samples["hakmem_live_bytes{" + lbl + ",tier=\"pool\"}"], 11 * 2048);
@@ -386,8 +390,9 @@ TEST(Daemon, ConfigDefaultsApplyToNewProcessesAndSighupReloads) {
   write_file(cfg, R"({"defaults":[{"exe":"fake-*","knobs":{"tiny.cap":32}},{"exe":"/other/*","knobs":{"tiny.cap":1}}]})");
   DaemonProc d({"--config", cfg});
   ASSERT_TRUE(d.ready()) << d.log();
-  Sleeper a;
-  FakeSegment sa(d.shm(), a, 0, "/usr/bin/fake-service");
+  TempDir bin;
+  Sleeper a(0, install_fake_service(bin.path(), "fake-service"));
+  FakeSegment sa(d.shm(), a);
   ASSERT_TRUE(eventually([&] { return d.lists(a.pid()); })) << d.log();
   EXPECT_TRUE(eventually([&] { return sa.knob(proto::Knob::TinyCap) == 32; })) << d.log();
   EXPECT_NE(d.log().find("knob set by config default 'fake-*'"), std::string::npos);
@@ -395,8 +400,8 @@ TEST(Daemon, ConfigDefaultsApplyToNewProcessesAndSighupReloads) {
   write_file(cfg, R"({"defaults":[{"exe":"*/fake-*","knobs":{"tiny.cap":48,"whale.cache_bytes":"64M"}}]})");
   kill(d.pid(), SIGHUP);
   ASSERT_TRUE(eventually([&] { return d.log().find("configuration reloaded") != std::string::npos; })) << d.log();
-  Sleeper b;
-  FakeSegment sb(d.shm(), b, 0, "/usr/bin/fake-worker");
+  Sleeper b(0, install_fake_service(bin.path(), "fake-worker"));
+  FakeSegment sb(d.shm(), b);
   ASSERT_TRUE(eventually([&] { return sb.knob(proto::Knob::TinyCap) == 48; })) << d.log();
   EXPECT_EQ(sb.knob(proto::Knob::WhaleCacheBytes), 64ull << 20);
   EXPECT_EQ(sa.knob(proto::Knob::TinyCap), 32u);  // defaults are for newly seen processes only

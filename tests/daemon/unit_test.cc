@@ -276,8 +276,11 @@ TEST_F(RegistryTest, RegistersAValidSegmentOfALiveProcess) {
   ASSERT_EQ(reg.size(), 1u);
   ProcessEntry* e = reg.find(proc.pid());
   ASSERT_NE(e, nullptr);
-  EXPECT_EQ(e->exe, "/usr/bin/fake-service");
-  EXPECT_EQ(e->cmdline, "/usr/bin/fake-service --serve");
+  // The Sleeper is a fork of this test: hakmemd reads its program and arguments from /proc.
+  EXPECT_EQ(e->exe, self_exe());
+  EXPECT_NE(e->exe.find("daemon_unit_test"), std::string::npos) << e->exe;
+  EXPECT_EQ(e->cmdline, own_cmdline());
+  EXPECT_EQ(e->start_time_ticks, start_ticks_of(proc.pid()));
   reg.scan();  // a second pass sees the same process, not a new one
   EXPECT_EQ(seen, 1);
   EXPECT_TRUE(reg.still_alive(*e));
@@ -285,7 +288,7 @@ TEST_F(RegistryTest, RegistersAValidSegmentOfALiveProcess) {
 
 TEST_F(RegistryTest, RemovesTheStaleSegmentOfADeadProcess) {
   const pid_t dead = dead_pid();
-  FakeSegment seg(dir.path(), dead, 0, "/usr/bin/x", true, 12345);
+  FakeSegment seg(dir.path(), dead, 0, true, 12345);
   ASSERT_TRUE(seg.ok());
   Registry reg(dir.path());
   reg.scan();
@@ -305,9 +308,20 @@ TEST_F(RegistryTest, DropsAndUnlinksWhenTheProcessDiesLater) {
   EXPECT_FALSE(file_exists(seg.path()));
 }
 
+TEST_F(RegistryTest, ASegmentCreatedLongAfterItsProcessStartedIsItsOwn) {
+  // A service that starts its allocator late (dlopen, or its first malloc minutes in).
+  Sleeper proc;
+  FakeSegment seg(dir.path(), proc, 0, true, start_ticks_of(proc.pid()) + 100000);
+  Registry reg(dir.path());
+  reg.scan();
+  ASSERT_EQ(reg.size(), 1u);
+  EXPECT_EQ(reg.find(proc.pid())->start_time_ticks, start_ticks_of(proc.pid()));  // the uptime's base
+  EXPECT_TRUE(file_exists(seg.path()));
+}
+
 TEST_F(RegistryTest, AReusedPidIsStale) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc, 0, "/usr/bin/x", true, start_ticks_of(proc.pid()) - 1);
+  FakeSegment seg(dir.path(), proc, 0, true, start_ticks_of(proc.pid()) - 1);
   Registry reg(dir.path());
   reg.scan();
   EXPECT_EQ(reg.size(), 0u);
@@ -383,7 +397,7 @@ TEST_F(RegistryTest, AProcessWhoseMapsTheDaemonCannotReadIsKept) {
 
 TEST_F(RegistryTest, NotReadyIsRetriedUntilReady) {
   Sleeper proc;
-  FakeSegment seg(dir.path(), proc, 0, "/usr/bin/x", false);
+  FakeSegment seg(dir.path(), proc, 0, false);
   Registry reg(dir.path());
   reg.scan();
   EXPECT_EQ(reg.size(), 0u);
@@ -549,7 +563,8 @@ TEST_F(HandlerTest, StatsHasTheDocumentedShapeAndFigures) {
   ASSERT_EQ(r["result"]["processes"].size(), 1u);
   json p = r["result"]["processes"][0];
   EXPECT_EQ(p["pid"], proc.pid());
-  EXPECT_EQ(p["exe"], "/usr/bin/fake-service");
+  EXPECT_EQ(p["exe"], self_exe());
+  EXPECT_EQ(p["cmdline"], own_cmdline());
   EXPECT_GE(p["uptime_s"].get<double>(), 0.0);
   EXPECT_GT(p["rss_bytes"].get<uint64_t>(), 0u);
   EXPECT_TRUE(p["page_faults"].is_number_unsigned());
@@ -667,7 +682,7 @@ TEST_F(HandlerTest, MetricsAreValidExpositionWithTheFigures) {
   seg->add(proto::Tier::Bundle, proto::ThreadCounter::AllocBytes, 3 << 16);
   seg->set_global(proto::Tier::Bundle, proto::GlobalCounter::MappedBytes, 1 << 20);
   const std::string text = metrics_render(*reg);
-  const std::string lbl = "pid=\"" + pid() + "\",exe=\"/usr/bin/fake-service\"";
+  const std::string lbl = "pid=\"" + pid() + "\",exe=\"" + self_exe() + "\"";
   EXPECT_NE(text.find("hakmem_processes 1\n"), std::string::npos);
   EXPECT_NE(text.find("hakmem_allocs_total{" + lbl + ",tier=\"bundle\"} 3\n"), std::string::npos) << text;
   EXPECT_NE(text.find("hakmem_live_bytes{" + lbl + ",tier=\"bundle\"} 196608\n"), std::string::npos);

@@ -330,13 +330,9 @@ TEST(DaemonFault, HostileSegmentsNeverCrashTheDaemon) {
            for (auto& k : s.knobs.value) k.store(~0ull);
            for (auto& sz : s.header.tiny_class_size) sz = 0xffffffffu;
          }},
-        {"strings", [](proto::Segment& s) {
-           memset(s.header.exe, 'A', sizeof s.header.exe);
-           memset(s.header.cmdline, 0xff, sizeof s.header.cmdline);
-           memset(s.header.lib_version, '"', sizeof s.header.lib_version);
-         }},
+        {"strings", [](proto::Segment& s) { memset(s.header.lib_version, '"', sizeof s.header.lib_version); }},
         {"pid mismatch", [](proto::Segment& s) { s.header.pid = 1; }},
-        {"start time", [](proto::Segment& s) { s.header.start_time_ticks = 12345; }},
+        {"created before its process started", [](proto::Segment& s) { s.header.created_boot_ticks = 12345; }},
         {"uid", [](proto::Segment& s) { s.header.uid = 4242; }},
     };
     for (const Variant& v : variants) {
@@ -345,6 +341,15 @@ TEST(DaemonFault, HostileSegmentsNeverCrashTheDaemon) {
       v.spoil(f.seg());
     }
   }
+  // A process whose executable and arguments (hakmemd reads them from /proc) are not UTF-8
+  // and hold quotes and backslashes.
+  hakmem_test::TempDir bin;
+  const std::string odd = hakmem_test::install_fake_service(bin.path(), "\xff\xfe\"\\ \xc3(");
+  ASSERT_FALSE(odd.empty());
+  owners.push_back(std::make_unique<hakmem_test::Sleeper>(0, odd));
+  const pid_t odd_pid = owners.back()->pid();
+  hakmem_test::FakeSegment odd_seg(d.shm(), *owners.back());
+  ASSERT_TRUE(odd_seg.ok() && odd_seg.owner_mapped());
   // Names that look like segments but are not regular files of ours.
   std::string fifo = seg_name(d, owner());
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);  // opening it for reading would block
@@ -369,6 +374,7 @@ TEST(DaemonFault, HostileSegmentsNeverCrashTheDaemon) {
   }
   EXPECT_TRUE(hello_ok(d));
   EXPECT_TRUE(d.lists(target.pid())) << "the real process got lost among hostile segments";
+  EXPECT_TRUE(d.lists(odd_pid)) << "the process whose name is not UTF-8 is not listed\n" << d.log();
   json st = Client(d.socket()).call({{"cmd", "stats"}, {"pid", target.pid()}});
   EXPECT_EQ(st.value("ok", false), true) << st.dump();
   EXPECT_TRUE(target.alive()) << "the target died (status " << target.status() << ")";

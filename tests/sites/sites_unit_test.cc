@@ -289,7 +289,7 @@ class FollowedConfigRule : public ::testing::Test {
   }
   // The daemon registers the process, with `rule` in its config.
   void start(const std::string& rule) {
-    rules_ = {{"*/fake-service", rule}};
+    rules_ = {{"*/sites_unit_test", rule}};
     reg_ = std::make_unique<hakmemd::Registry>(dir_.path());
     reg_->on_new = [this](hakmemd::ProcessEntry& e) { hakmemd::sites_apply_config(e, rules_); };
     reg_->scan();
@@ -333,7 +333,7 @@ TEST_F(FollowedConfigRule, PendingUntilSampledThenGainsEachCallSite) {
   EXPECT_TRUE(p.at("rules").empty());
   ASSERT_EQ(p.at("pending_rules").size(), 1u) << p.dump(2);
   EXPECT_EQ(p["pending_rules"][0].at("rule"), "site=sites_probe_fn tier=whale");
-  EXPECT_EQ(p["pending_rules"][0].at("config"), "*/fake-service");
+  EXPECT_EQ(p["pending_rules"][0].at("config"), "*/sites_unit_test");
   EXPECT_EQ(p["pending_rules"][0].at("rule_id"), 0u);
   EXPECT_EQ(p["pending_rules"][0].at("reason"), "no call site inside sites_probe_fn sampled yet");
   EXPECT_EQ(generation(), 0u);
@@ -353,7 +353,7 @@ TEST_F(FollowedConfigRule, PendingUntilSampledThenGainsEachCallSite) {
   ASSERT_EQ(p.at("rules").size(), 1u);
   EXPECT_EQ(p["rules"][0].at("rule"), "site=sites_probe_fn tier=whale");
   EXPECT_EQ(p["rules"][0].at("follows"), "sites_probe_fn");
-  EXPECT_EQ(p["rules"][0].at("config"), "*/fake-service");
+  EXPECT_EQ(p["rules"][0].at("config"), "*/sites_unit_test");
   EXPECT_EQ(p["rules"][0].at("sites").size(), 1u);
 
   // A second call site sampled later joins the same rule; a pass with nothing new writes nothing.
@@ -416,7 +416,7 @@ TEST_F(FollowedConfigRule, DeletedRuleIsNotReinstalled) {
 TEST_F(FollowedConfigRule, ReloadWithoutTheRuleStopsFollowing) {
   start("site=sites_probe_fn tier=whale");
   ASSERT_EQ(list().at("pending_rules").size(), 1u);
-  hakmemd::sites_config_reloaded(*reg_, {{"*/fake-service", "site=sites_probe_fn tier=pool"}});
+  hakmemd::sites_config_reloaded(*reg_, {{"*/sites_unit_test", "site=sites_probe_fn tier=pool"}});
   EXPECT_TRUE(list().at("pending_rules").empty());
   sample(fn_ + 4);
   follow();
