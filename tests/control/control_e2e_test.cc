@@ -357,9 +357,12 @@ TEST_F(ControlE2E, StaleSegmentsAreSweptAtMostOnceASecond) {
     const timespec t[2] = {{when, 0}, {when, 0}};
     ASSERT_EQ(utimensat(AT_FDCWD, stamp.c_str(), t, 0), 0);
   };
+  // Now to the nanosecond: a stamp of time(nullptr) is up to a second old already, and a
+  // probe started late in that second saw "more than a second ago" and swept.
+  auto stamp_now = [&] { ASSERT_EQ(utimensat(AT_FDCWD, stamp.c_str(), nullptr, 0), 0); };
   make(stale);
   make(stamp);
-  stamp_at(time(nullptr));
+  stamp_now();
   ProbeRun r = run({"header"});
   ASSERT_RAN(r);
   EXPECT_EQ(access(stale.c_str(), F_OK), 0) << "swept again within a second of the last sweep";
@@ -374,7 +377,7 @@ TEST_F(ControlE2E, StaleSegmentsAreSweptAtMostOnceASecond) {
 
   if (geteuid() == 0) {
     make(stale);
-    stamp_at(time(nullptr));
+    stamp_now();
     ASSERT_EQ(chown(stamp.c_str(), 65534, 65534), 0);
     r = run({"header"});
     ASSERT_RAN(r);
