@@ -13,6 +13,7 @@
 #include <atomic>
 
 #include "hakmem/proto/segment.h"
+#include "lock.h"
 
 namespace hakmem {
 
@@ -38,10 +39,29 @@ struct alignas(512) TinyGate {
 };
 extern TinyGate g_tiny_gate __attribute__((visibility("hidden")));
 
-// The segment in use; never null (the process-local stand-in until/unless shm works).
-// Inline: the site path reads it on every allocation.
-extern std::atomic<proto::Segment*> g_seg __attribute__((visibility("hidden")));
-inline proto::Segment* control_segment_ptr() { return g_seg.load(std::memory_order_acquire); }
+// The segment in use, with the rest of what a fork child's handler writes (segment.cc,
+// control.cc): on one line, since each page a child writes is a copy-on-write fault (2-3 us
+// on a VM), and these sat on four pages.
+struct alignas(128) SegmentState {
+  // Never null (the process-local stand-in until/unless shm works). The site path reads it
+  // on every allocation.
+  std::atomic<proto::Segment*> seg;
+  // A fork child's view of its parent's segment, until its first check replaces it.
+  std::atomic<proto::Segment*> parent;
+  // When a pending segment may be created (0: its first check has not run).
+  std::atomic<uint64_t> publish_after_ns;
+  // A fork child (or a process a hakmem process started) still has to create its file,
+  // or a fork child still has its parent's segment mapped.
+  std::atomic<bool> pending;
+  bool shared;  // seg is this process's own file
+  // Serialises what moves thread slots between segments or changes their owners: a
+  // thread's attach and detach, and the publication of a pending segment (whose copy of
+  // the slots and of threads_live must not miss an attach or a detach that lands in the
+  // stand-in after it).
+  Mutex slots_lock;
+};
+extern SegmentState g_state __attribute__((visibility("hidden")));
+inline proto::Segment* control_segment_ptr() { return g_state.seg.load(std::memory_order_acquire); }
 
 // Called once by the allocator's process initialisation, before the first block is handed
 // out. Parses HAKMEM_* from the environment (ignored under AT_SECURE), creates the segment

@@ -47,9 +47,6 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
 // In a fork child: stop sharing the parent's segment and count into the local stand-in;
 // the child's own file is created later by control_segment_publish_pending().
 void control_segment_reopen_in_child();
-// True while a fork child (or a process started by a hakmem process) still has to create
-// its own segment file.
-extern std::atomic<bool> g_segment_pending;
 // How long a pending process (a fork child, a program a hakmem process started) counts into
 // its stand-in before it creates its file: from its first periodic check to the first one
 // at least this much later.
@@ -57,10 +54,6 @@ inline constexpr uint64_t kChildPublishDelayNs = 100'000'000;
 // Creates the pending file segment (once, and not before kChildPublishDelayNs have passed
 // since the first call), copying what the stand-in counted so far.
 void control_segment_publish_pending();
-// Serialises what moves thread slots between segments or changes their owners: a thread's
-// attach and detach, and the publication of a pending segment (whose copy of the slots and
-// of threads_live must not miss an attach or a detach that lands in the stand-in after it).
-extern Mutex g_slots_lock;
 // Copies the counters of one thread slot (not its owner) into another.
 void copy_slot_counts(proto::ThreadSlot& to, const proto::ThreadSlot& from);
 // Unlinks the file if this process created it (exit, tests).
