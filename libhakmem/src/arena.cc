@@ -37,7 +37,6 @@ struct RemoteRun {
 inline constexpr uint64_t kRemoteStartStep = 1u << 20;
 
 struct alignas(64) Arena {
-  Mutex lock;
   SmallChunk* small;      // every small chunk of the arena, highest address first
   SmallChunk* small_free; // where the search for a free page starts: every chunk before it is full
   uint32_t small_with_free;  // chunks with a free page: 0 = no search (a growing heap maps at once)
@@ -54,6 +53,9 @@ struct alignas(64) Arena {
   std::atomic<uint64_t> remote_bytes;
 };
 constinit Arena g_arena[kShards]{};
+
+// The arena's lock, in the fork lock table (heap.h).
+Mutex& lock_of(const Arena& a) { return g_fork_locks.arena[&a - g_arena]; }
 
 std::atomic<uint64_t> g_last_decay_ns{0};
 
@@ -333,7 +335,7 @@ PageDesc* arena_page_alloc(uint32_t shard, bool prewarm, Tier user) {
   for (uint32_t k = 0; k <= kShards; k++) {
     const bool last = k == kShards;  // back to the own shard: check again, then map
     Arena& a = g_arena[(shard + k) % kShards];
-    LockGuard g(a.lock);
+    LockGuard g(lock_of(a));
     // From the hint on (a heap growing page by page would otherwise walk every full chunk,
     // one header miss each, for every page).
     SmallChunk* ch = nullptr;
@@ -360,7 +362,7 @@ void arena_page_release(PageDesc* pg) {
   uint64_t now = os_now_ns();
   bool immediate = knob(proto::Knob::BundleDecayMs) == 0;
   {
-    LockGuard g(a.lock);
+    LockGuard g(lock_of(a));
     uint32_t i = static_cast<uint32_t>(pg - ch->pages);
     if (pg->kind == kPageTiny) page_lend(Tier::Tiny, -1);
     pg->owner = nullptr;
@@ -446,7 +448,7 @@ void* arena_bundle_alloc(uint32_t shard, uint32_t units, bool prewarm, bool colo
   for (uint32_t k = 0; k <= kShards && !p; k++) {
     const bool last = k == kShards;
     Arena& a = g_arena[(shard + k) % kShards];
-    LockGuard g(a.lock);
+    LockGuard g(lock_of(a));
     remote_drain(a);
     BundleChunk* ch = nullptr;
     uint32_t i = a.nbundle;
@@ -485,7 +487,7 @@ void arena_bundle_free(void* p) {
   Arena& a = g_arena[ch->arena];
   uint64_t now = os_now_ns();
   {
-    LockGuard g(a.lock);
+    LockGuard g(lock_of(a));
     remote_drain(a);
     run_give_back(a, p, now);
   }
@@ -515,7 +517,7 @@ void arena_bundle_adopt_remote(Heap* h) {
   a.remote_bytes.fetch_sub(bytes, std::memory_order_relaxed);
   if (rest == nullptr) return;
   const uint64_t now = os_now_ns();
-  LockGuard g(a.lock);
+  LockGuard g(lock_of(a));
   for (r = rest; r; r = rest) {
     rest = r->next;
     run_give_back(a, r, now);
@@ -537,7 +539,7 @@ bool arena_bundle_free_remote(void* p, uint32_t units) {
 bool arena_bundle_grow(void* p, uint32_t units) {
   BundleChunk* ch = bundle_chunk_of(p);
   Arena& a = g_arena[ch->arena];
-  LockGuard g(a.lock);
+  LockGuard g(lock_of(a));
   remote_drain(a);  // a neighbour freed by another thread is free for the growth
   uint32_t s = static_cast<uint32_t>((reinterpret_cast<uintptr_t>(p) & kChunkMask) >> kUnitShift);
   uint32_t n = ch->run[s];
@@ -559,7 +561,7 @@ bool arena_bundle_shrink(void* p, uint32_t units) {
   Arena& a = g_arena[ch->arena];
   const uint64_t now = os_now_ns();
   {
-    LockGuard g(a.lock);
+    LockGuard g(lock_of(a));
     const uint32_t s = bundle_unit_of(p), n = ch->run[s];
     if (unit_kind(ch->state[s]) != kUnitHead || units >= n) return false;
     ch->run[s] = static_cast<uint8_t>(units);
@@ -574,8 +576,8 @@ size_t arena_decay(uint64_t now, bool force) {
   const uint64_t age = force ? 0 : decay_ns(proto::Knob::BundleDecayMs);
   for (uint32_t s = 0; s < kShards; s++) {
     Arena& a = g_arena[s];
-    if (force) a.lock.lock();
-    else if (!a.lock.try_lock()) continue;
+    if (force) lock_of(a).lock();
+    else if (!lock_of(a).try_lock()) continue;
     remote_drain(a);  // so that a shard whose own threads went quiet still gives them back
     // Small chunks: purge pages free for long enough; unmap chunks empty for long enough,
     // keeping one per arena so a steady workload does not map and unmap in a loop.
@@ -633,7 +635,7 @@ size_t arena_decay(uint64_t now, bool force) {
         released += cached;
       }
     }
-    a.lock.unlock();
+    lock_of(a).unlock();
   }
   return released;
 }
@@ -775,16 +777,6 @@ void decay_thread_atfork_child() {
   if (g_decay_running.load(std::memory_order_relaxed)) g_decay_running.store(false, std::memory_order_relaxed);
   const int state = g_decay_thread.load(std::memory_order_relaxed);
   if (state == 1 || state == 3) g_decay_thread.store(0, std::memory_order_relaxed);
-}
-
-void arena_lock_all() {
-  for (auto& a : g_arena) a.lock.lock();
-}
-void arena_unlock_all() {
-  for (uint32_t i = kShards; i-- > 0;) g_arena[i].lock.unlock();
-}
-void arena_reset_locks() {
-  for (auto& a : g_arena) a.lock.reset();
 }
 
 }  // namespace hakmem

@@ -76,8 +76,5 @@ void decay_thread_maybe_start();
 bool decay_thread_retire();
 void decay_thread_atfork_child();
 
-void arena_lock_all();
-void arena_unlock_all();
-void arena_reset_locks();
 
 }  // namespace hakmem

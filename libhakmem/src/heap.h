@@ -13,6 +13,7 @@
 
 #include "chunk.h"
 #include "control.h"
+#include "lock.h"
 #include "magazine.h"
 #include "mpsc.h"
 #include "sizeclass.h"
@@ -20,6 +21,19 @@
 namespace hakmem {
 
 inline constexpr uint32_t kShards = 4;          // pool/arena lock shards
+
+// The locks fork() holds (init.cc, fork_prepare), each over memory a thread could leave
+// half-changed. They sit in this one table rather than in the structs they guard: taking
+// them writes their pages just before the fork, and the parent's unlocks and the child's
+// resets then copy each page (a page fault apiece on both sides, 2-3 us on a VM). Spread
+// over the shards' structs they took nine pages, here two. Lock order: as listed.
+struct alignas(4096) ForkLocks {
+  Mutex heaps;                             // init.cc: the heap list, the abandoned heaps
+  Mutex pool[kShards][kPoolClasses];       // pool.cc: a shard's pages of one class
+  Mutex arena[kShards];                    // arena.cc: an arena's chunks
+  Mutex whale[proto::kWhaleCacheShards];   // whale.cc: a cache shard's list
+};
+extern ForkLocks g_fork_locks;
 // Tiny allocations of one class between two periodic checks (a power of two). At a few ns
 // per operation a thread in a hot loop reaches the check well within a millisecond.
 inline constexpr uint64_t kTickOps = 4096;
@@ -204,9 +218,6 @@ void pool_flush(Heap* h, uint32_t c, uint32_t keep);
 // their pages and its ceiling back to the base one.
 void pool_flush_idle(Heap* h, uint32_t c);
 uint32_t pool_cap(uint32_t c);
-void pool_lock_all();
-void pool_unlock_all();
-void pool_reset_locks();
 
 // Bundle tier (bundle.cc).
 // `coloured`: the block starts at its run's colour (sizeclass.h); false for aligned requests,
@@ -243,8 +254,5 @@ void whale_decay(uint64_t now, bool force);
 void* whale_cache_take_chunk(uint64_t* freed_ns);
 // Applies a lowered whale.cache_bytes / whale.decay_ms to the cache at once (no lock held).
 void whale_apply_knobs();
-void whale_lock_all();
-void whale_unlock_all();
-void whale_reset_locks();
 
 }  // namespace hakmem

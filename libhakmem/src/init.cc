@@ -16,6 +16,8 @@
 
 namespace hakmem {
 
+constinit ForkLocks g_fork_locks{};
+
 constinit Heap g_empty_heap{};
 constinit thread_local Heap* t_heap __attribute__((tls_model("initial-exec"))) = &g_empty_heap;
 uintptr_t g_cookie_secret = 0x5a5a5a5a5a5a5a5aull;
@@ -27,8 +29,8 @@ std::atomic<int> g_init_state{0};
 std::atomic<uint32_t> g_init_tid{0};
 pthread_key_t g_heap_key;
 
-// Heap registry: heaps are carved from mappings made here and never unmapped.
-Mutex g_heaps_lock;
+// Heap registry: heaps are carved from mappings made here and never unmapped. Under
+// g_fork_locks.heaps.
 Heap* g_all_heaps;
 Heap* g_abandoned;
 uint32_t g_heap_count;
@@ -99,7 +101,7 @@ void thread_exit(void* arg) {
   control_thread_detach(&h->ctl);
   h->ctl.slot = control_discard_slot();
   h->live = 0;
-  LockGuard g(g_heaps_lock);
+  LockGuard g(g_fork_locks.heaps);
   h->next_abandoned = g_abandoned;
   g_abandoned = h;
 }
@@ -107,39 +109,39 @@ void thread_exit(void* arg) {
 // Whether fork_prepare took every lock, for fork_parent and fork_child.
 bool g_fork_locked = false;
 
+// Calls f on every lock of the fork lock table, in its lock order.
+template <class F>
+void each_fork_lock(F f) {
+  f(g_fork_locks.heaps);
+  for (auto& row : g_fork_locks.pool)
+    for (Mutex& m : row) f(m);
+  for (Mutex& m : g_fork_locks.arena) f(m);
+  for (Mutex& m : g_fork_locks.whale) f(m);
+}
+
 void fork_prepare() {
   if (g_fork_locked) g_fork_locked = false;  // not written when unchanged: see below
   if (g_init_state.load(std::memory_order_acquire) != 2) return;
   // A process that never had a second thread has no other thread that could hold one of
   // our locks or be halfway through a change: nothing to take, and nothing to reset in the
-  // child. Taking them wrote the nine pages that hold them just before the fork, so the
+  // child. Taking them wrote the pages that hold them just before the fork, so the
   // parent's unlocks and the child's resets copied each of them (a page fault apiece, in
   // both processes): a shell running a command substitution paid them for every command.
-  // Any page written around a fork costs that, hence the flag's conditional store.
+  // Any page written around a fork costs that, hence the flag's conditional store (and
+  // the locks' table of two pages, heap.h).
   if (os_single_threaded()) return;
-  g_heaps_lock.lock();
-  pool_lock_all();
-  arena_lock_all();
-  whale_lock_all();
+  each_fork_lock([](Mutex& m) { m.lock(); });
   g_fork_locked = true;
 }
 
 void fork_parent() {
   if (!g_fork_locked) return;
-  whale_unlock_all();
-  arena_unlock_all();
-  pool_unlock_all();
-  g_heaps_lock.unlock();
+  each_fork_lock([](Mutex& m) { m.unlock(); });
 }
 
 void fork_child() {
   if (g_init_state.load(std::memory_order_acquire) != 2) return;
-  if (g_fork_locked) {
-    whale_reset_locks();
-    arena_reset_locks();
-    pool_reset_locks();
-    g_heaps_lock.reset();
-  }
+  if (g_fork_locked) each_fork_lock([](Mutex& m) { m.reset(); });
   decay_thread_atfork_child();
   // Heaps of the parent's other threads stay as they were (their owners do not exist
   // here; like glibc's per-thread caches, their cached blocks are not reclaimed).
@@ -216,7 +218,7 @@ Heap* heap_get_slow() {
   if (h != &g_empty_heap) return h;
   if (!process_init()) return nullptr;
   {
-    LockGuard g(g_heaps_lock);
+    LockGuard g(g_fork_locks.heaps);
     h = g_abandoned;
     if (h) g_abandoned = h->next_abandoned;
     else h = heap_new_locked();

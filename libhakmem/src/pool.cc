@@ -18,10 +18,12 @@ using proto::ThreadCounter;
 namespace {
 
 struct alignas(64) PoolShard {
-  Mutex lock;
   PageDesc* avail;  // pages of this shard and class with free or uncarved blocks
 };
 constinit PoolShard g_pool[kShards][kPoolClasses]{};
+
+// The shard's lock, in the fork lock table (heap.h).
+Mutex& lock_of(const PoolShard& s) { return (&g_fork_locks.pool[0][0])[&s - &g_pool[0][0]]; }
 
 void avail_push(PoolShard& s, PageDesc* pg) {
   pg->prev = nullptr;
@@ -106,7 +108,7 @@ void* pool_malloc_slow(Heap* h, uint32_t c) {
     const uint32_t carve = refill_carve(h->pool_refilled, c, kPoolCarveBytes, bs);
     const uint32_t carve_want = h->knob_pool_prewarm || want < carve ? want : carve;
     PoolShard& s = g_pool[h->shard][c];
-    LockGuard g(s.lock);
+    LockGuard g(lock_of(s));
     uint32_t got = 0;
     while (got < want) {
       PageDesc* pg = s.avail;
@@ -143,8 +145,8 @@ void pool_flush(Heap* h, uint32_t c, uint32_t keep) {
     PageDesc* pg = page_desc_of(b);
     PoolShard* s = &g_pool[pg->shard][c];
     if (s != locked) {
-      if (locked) locked->lock.unlock();
-      s->lock.lock();
+      if (locked) lock_of(*locked).unlock();
+      lock_of(*s).lock();
       locked = s;
     }
     b->next = pg->free;
@@ -158,7 +160,7 @@ void pool_flush(Heap* h, uint32_t c, uint32_t keep) {
     }
     b = next;
   }
-  if (locked) locked->lock.unlock();
+  if (locked) lock_of(*locked).unlock();
 }
 
 namespace {
@@ -200,7 +202,7 @@ void pool_free(Heap* h, void* p, PageDesc* pg) {
   if (h == &g_empty_heap) {
     // No thread cache (before attach or after teardown): straight back to the page.
     PoolShard& s = g_pool[pg->shard][pg->cls];
-    LockGuard g(s.lock);
+    LockGuard g(lock_of(s));
     page_free_push(pg, b);
     if (!pg->in_avail) avail_push(s, pg);
     return;
@@ -221,19 +223,6 @@ void pool_free(Heap* h, void* p, PageDesc* pg) {
     }
   }
   cache_push(h, b, pg);
-}
-
-void pool_lock_all() {
-  for (auto& row : g_pool)
-    for (auto& s : row) s.lock.lock();
-}
-void pool_unlock_all() {
-  for (auto& row : g_pool)
-    for (auto& s : row) s.lock.unlock();
-}
-void pool_reset_locks() {
-  for (auto& row : g_pool)
-    for (auto& s : row) s.lock.reset();
 }
 
 }  // namespace hakmem

@@ -53,7 +53,6 @@ struct alignas(64) WhaleHeader {
 };
 
 struct alignas(64) WhaleShard {
-  Mutex lock;
   WhaleHeader* head;     // most recent
   WhaleHeader* tail;     // oldest
   // Changed only under the lock (a load and a store, no read-modify-write) and published
@@ -63,6 +62,9 @@ struct alignas(64) WhaleShard {
 };
 static_assert(sizeof(WhaleHeader) <= kWhaleHeader - kWhaleHeaderOff);
 constinit WhaleShard g_whale[kWhaleShards]{};
+
+// The shard's lock, in the fork lock table (heap.h).
+Mutex& lock_of(const WhaleShard& s) { return g_fork_locks.whale[&s - g_whale]; }
 // Bytes mapped for whales, in use or cached; changed only where the OS is called. In use:
 // this less the shards' cached bytes. So the reuse path (a cached mapping handed out, or
 // one freed into the cache) moves no shared counter: every read-modify-write there is a
@@ -80,7 +82,7 @@ size_t cached_total() {
   return sum;
 }
 
-// Under s.lock: publishes the shard's figures.
+// Under the shard's lock: publishes the shard's figures.
 void shard_publish(WhaleShard& s) {
   auto& fig = control_segment_ptr()->global.whale_shard[&s - g_whale];
   fig[proto::kWhaleShardCached].store(s.cached.load(std::memory_order_relaxed), std::memory_order_relaxed);
@@ -152,7 +154,7 @@ uint32_t shard_of(size_t usable) {
 // Links a cached entry as its shard's most recent. It belongs to the cache from then on.
 void list_push(WhaleHeader* w) {
   WhaleShard& s = g_whale[shard_of(w->usable)];
-  LockGuard g(s.lock);
+  LockGuard g(lock_of(s));
   w->prev = nullptr;
   w->next = s.head;
   if (s.head) s.head->prev = w; else s.tail = w;
@@ -161,7 +163,7 @@ void list_push(WhaleHeader* w) {
   shard_publish(s);
 }
 
-// Under s.lock. `hit`: the entry serves an allocation.
+// Under the shard's lock. `hit`: the entry serves an allocation.
 void list_unlink(WhaleShard& s, WhaleHeader* w, bool hit = false) {
   if (w->prev) w->prev->next = w->next; else s.head = w->next;
   if (w->next) w->next->prev = w->prev; else s.tail = w->prev;
@@ -187,7 +189,7 @@ size_t evict(WhaleShard& s, Pred pred) {
   WhaleHeader* victims = nullptr;
   size_t bytes = 0;
   {
-    LockGuard g(s.lock);
+    LockGuard g(lock_of(s));
     while (s.tail && pred(s.tail)) {
       WhaleHeader* w = s.tail;
       list_unlink(s, w);
@@ -266,7 +268,7 @@ WhaleHeader* grow(WhaleHeader* w, size_t need) {
 WhaleHeader* take_largest(uint32_t top, uint32_t* shard) {
   for (uint32_t si = top + 1; si-- > 0;) {
     WhaleShard& s = g_whale[si];
-    LockGuard g(s.lock);
+    LockGuard g(lock_of(s));
     WhaleHeader* best = nullptr;
     for (WhaleHeader* w = s.head; w; w = w->next)
       if (plain(w) && (!best || w->usable > best->usable))
@@ -316,7 +318,7 @@ bool join_next(WhaleHeader* w) {
   WhaleHeader* t = nullptr;
   for (uint32_t si = 0; si < kWhaleShards && !t; si++) {
     WhaleShard& s = g_whale[si];
-    LockGuard g(s.lock);
+    LockGuard g(lock_of(s));
     for (WhaleHeader* c = s.head; c; c = c->next) {
       if (reinterpret_cast<uintptr_t>(c->base) == end && c->shrunk_tail && plain(c)) {
         list_unlink(s, c);
@@ -377,7 +379,7 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system, in
     size_t hit_fit = 0;
     for (uint32_t si = shard_of(usable); si < kWhaleShards && !hit; si++) {
       WhaleShard& s = g_whale[si];
-      LockGuard g(s.lock);
+      LockGuard g(lock_of(s));
       for (WhaleHeader* w = s.head; w; w = w->next) {
         const size_t f = fit(w);
         if (f < n) continue;
@@ -405,7 +407,7 @@ void* whale_malloc(Heap* h, size_t n, size_t align, bool* fresh, bool system, in
       }
       if (hit) {
         WhaleShard& s = g_whale[from];
-        LockGuard g(s.lock);
+        LockGuard g(lock_of(s));
         shard_add(s.hits, 1);
         shard_publish(s);
       }
@@ -575,7 +577,7 @@ void* whale_cache_take_chunk(uint64_t* freed_ns) {
   // whose loss the whale tier feels least.
   for (uint32_t si = 0; si < kWhaleShards && !w; si++) {
     WhaleShard& s = g_whale[si];
-    LockGuard g(s.lock);
+    LockGuard g(lock_of(s));
     for (WhaleHeader* c = s.head; c; c = c->next)
       if (c->map_len >= kChunkSize && plain(c) && (!w || c->map_len < w->map_len))
         w = c;
@@ -617,16 +619,6 @@ void whale_apply_knobs() {
   if (cached_total() > cache_cap()) enforce_cap();
   if (knob(proto::Knob::WhaleDecayMs) == 0 && cached_total() > 0)
     whale_decay(os_now_ns(), true);
-}
-
-void whale_lock_all() {
-  for (auto& s : g_whale) s.lock.lock();
-}
-void whale_unlock_all() {
-  for (uint32_t i = kWhaleShards; i-- > 0;) g_whale[i].lock.unlock();
-}
-void whale_reset_locks() {
-  for (auto& s : g_whale) s.lock.reset();
 }
 
 }  // namespace hakmem
