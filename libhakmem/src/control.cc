@@ -26,7 +26,7 @@ alignas(512) std::atomic<uint64_t> g_knob[proto::kKnobSlots] = {
 #undef HAKMEM_KNOB
 };
 static_assert(static_cast<size_t>(Knob::SiteRules) / 8 == 1, "site.rules is on the second line of g_knob");
-TinyGate g_tiny_gate = {{}, 0};  // closed (every malloc on the general path) until control_init
+HAKMEM_START_DATA TinyGate g_tiny_gate = {{}, 0};  // closed (every malloc on the general path) until control_init
 
 namespace {
 
@@ -38,15 +38,15 @@ constinit ThreadSlot g_discard{};
 constinit ThreadSlot g_overflow{};
 
 // 0 = not started, 1 = running, 2 = done.
-std::atomic<int> g_init_state{0};
+HAKMEM_START_DATA std::atomic<int> g_init_state{0};
 // Generation whose values are in g_knob (a thread attaching after a daemon write that no
 // thread has polled yet must not skip it).
-std::atomic<uint64_t> g_applied_generation{0};
+HAKMEM_START_DATA std::atomic<uint64_t> g_applied_generation{0};
 
 inline void cpu_relax() { __builtin_ia32_pause(); }
 
 // The largest tiny class size, from control_init.
-std::atomic<size_t> g_tiny_max{0};
+HAKMEM_START_DATA std::atomic<size_t> g_tiny_max{0};
 
 // After any store to g_knob: values derived from knobs.
 void knobs_derive() {

@@ -17,6 +17,12 @@
 
 namespace hakmem {
 
+// For small variables every process reads and then writes at its start: in .data, which
+// sits on one page the dynamic loader writes anyway (relocations, the zeroed tail before
+// .bss). In .bss each such page took two faults, the zero page for the read, then its copy
+// for the write, a few microseconds of every command a shell runs.
+#define HAKMEM_START_DATA __attribute__((section(".data")))
+
 // Process-local knob values: the allocator's source of truth, always within the knob's
 // range. Written by control_init (defaults + environment) and control_poll (segment);
 // read with relaxed loads on slow paths, or cached per thread and refreshed when

@@ -25,8 +25,8 @@ uintptr_t g_cookie_secret = 0x5a5a5a5a5a5a5a5aull;
 namespace {
 
 // 0 = not started, 1 = in progress (g_init_tid), 2 = done.
-std::atomic<int> g_init_state{0};
-std::atomic<uint32_t> g_init_tid{0};
+HAKMEM_START_DATA std::atomic<int> g_init_state{0};
+HAKMEM_START_DATA std::atomic<uint32_t> g_init_tid{0};
 pthread_key_t g_heap_key;
 
 // Heap registry: heaps are carved from mappings made here and never unmapped. Under

@@ -32,10 +32,10 @@ constinit SegmentState g_state{&g_local, nullptr, 0, false, false, {}};
 namespace {
 
 // Set by the first control_segment_open; a second one (tests) starts from zero.
-bool g_opened = false;
+HAKMEM_START_DATA bool g_opened = false;
 // Who created the file: a fork child (or a clone without atfork handlers) must not
 // unlink its parent's segment.
-int32_t g_owner_pid = 0;
+HAKMEM_START_DATA int32_t g_owner_pid = 0;
 char g_path[4096];
 
 void copy_str(char* dst, size_t cap, const char* src) {
@@ -269,7 +269,7 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
   const bool again = g_opened;  // tests open more than once: start from zero then
   g_opened = true;
   g_state.shared = false;
-  g_path[0] = 0;
+  if (again) g_path[0] = 0;  // zero until a file was made: a page of its own
   g_state.pending.store(false, std::memory_order_relaxed);
   // A process its parent started while running hakmem counts in the stand-in first, as a
   // fork child does: the shell's or build tool's commands that exit within
