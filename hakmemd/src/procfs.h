@@ -1,6 +1,7 @@
 // What the daemon learns about a process from /proc and kill(2): liveness, start time
-// (to tell a reused pid apart), executable and command line, page faults and resident size. Every function tolerates a
-// process that vanishes between two reads (it reports "unknown", never throws).
+// (to tell a reused pid apart), executable and command line, page faults and resident
+// size. Every function tolerates a process that vanishes between two reads (it reports
+// "unknown", never throws).
 #pragma once
 
 #include <stdint.h>

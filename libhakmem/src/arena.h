@@ -76,5 +76,4 @@ void decay_thread_maybe_start();
 bool decay_thread_retire();
 void decay_thread_atfork_child();
 
-
 }  // namespace hakmem

@@ -178,7 +178,7 @@ void control_init(const uint32_t* tiny_class_sizes, uint32_t tiny_class_count) {
 ThreadSlot* control_discard_slot() { return &g_discard; }
 
 void control_thread_attach(ThreadCtl* ctl) {
-  LockGuard g(g_state.slots_lock);
+  LockGuard g(g_seg_state.slots_lock);
   Segment* s = control_segment_ptr();
   const uint32_t tid = os_tid();
   uint32_t idx = UINT32_MAX;
@@ -208,7 +208,7 @@ void control_thread_attach(ThreadCtl* ctl) {
 }
 
 void control_thread_detach(ThreadCtl* ctl) {
-  LockGuard g(g_state.slots_lock);
+  LockGuard g(g_seg_state.slots_lock);
   carry_over(ctl);
   // Later frees of this thread (other TLS destructors) count into the discard slot.
   ctl->slot = &g_discard;
@@ -222,7 +222,7 @@ void control_thread_detach(ThreadCtl* ctl) {
 
 bool control_poll(ThreadCtl* ctl) {
   // A fork child creates its own segment here, on its first periodic check.
-  if (__builtin_expect(g_state.pending.load(std::memory_order_relaxed), 0)) control_segment_publish_pending();
+  if (__builtin_expect(g_seg_state.pending.load(std::memory_order_relaxed), 0)) control_segment_publish_pending();
   Segment* s = control_segment_ptr();
   const uint64_t gen = s->knobs.generation.load(std::memory_order_acquire);
   if (__builtin_expect(gen == ctl->seen_generation, 1)) return false;
@@ -236,7 +236,7 @@ bool control_poll(ThreadCtl* ctl) {
 bool control_poll_process() {
   // A fork child publishes its segment from an allocating thread's check; until then the
   // segment in use is the parent's copy, whose generation is not the child's business.
-  if (g_state.pending.load(std::memory_order_relaxed)) return false;
+  if (g_seg_state.pending.load(std::memory_order_relaxed)) return false;
   Segment* s = control_segment_ptr();
   const uint64_t gen = s->knobs.generation.load(std::memory_order_acquire);
   if (gen == g_applied_generation.load(std::memory_order_acquire)) return false;
@@ -258,7 +258,7 @@ void control_report_double_free(const char* what, const void* p) {
 
 void control_atfork_child(ThreadCtl* surviving_thread) {
   g_reload_lock.reset();
-  g_state.slots_lock.reset();
+  g_seg_state.slots_lock.reset();
   control_segment_reopen_in_child();
   // Stored only when it changes (the stand-in carries the parent's knob block, whose
   // generation the parent has applied): each .bss page the child writes is a copy-on-write

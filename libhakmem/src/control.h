@@ -18,8 +18,8 @@
 namespace hakmem {
 
 // For small variables every process reads and then writes at its start: in .data, which
-// sits on one page the dynamic loader writes anyway (relocations, the zeroed tail before
-// .bss). In .bss each such page took two faults, the zero page for the read, then its copy
+// (2 KiB) sits on one page the dynamic loader writes anyway (relocations, the zeroed tail
+// before .bss). In .bss each such page took two faults, the zero page for the read, then its copy
 // for the write, a few microseconds of every command a shell runs.
 #define HAKMEM_START_DATA __attribute__((section(".data")))
 
@@ -66,8 +66,8 @@ struct alignas(128) SegmentState {
   // stand-in after it).
   Mutex slots_lock;
 };
-extern SegmentState g_state __attribute__((visibility("hidden")));
-inline proto::Segment* control_segment_ptr() { return g_state.seg.load(std::memory_order_acquire); }
+extern SegmentState g_seg_state __attribute__((visibility("hidden")));
+inline proto::Segment* control_segment_ptr() { return g_seg_state.seg.load(std::memory_order_acquire); }
 
 // Called once by the allocator's process initialisation, before the first block is handed
 // out. Parses HAKMEM_* from the environment (ignored under AT_SECURE), creates the segment

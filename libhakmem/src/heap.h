@@ -34,6 +34,7 @@ struct alignas(4096) ForkLocks {
   Mutex whale[proto::kWhaleCacheShards];   // whale.cc: a cache shard's list
 };
 extern ForkLocks g_fork_locks;
+
 // Tiny allocations of one class between two periodic checks (a power of two). At a few ns
 // per operation a thread in a hot loop reaches the check well within a millisecond.
 inline constexpr uint64_t kTickOps = 4096;

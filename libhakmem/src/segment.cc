@@ -27,7 +27,7 @@ constinit Segment g_local{};
 }  // namespace
 
 // One line that a fork child writes (control.h).
-constinit SegmentState g_state{&g_local, nullptr, 0, false, false, {}};
+constinit SegmentState g_seg_state{&g_local, nullptr, 0, false, false, {}};
 
 namespace {
 
@@ -261,16 +261,16 @@ void publish_inherited(Segment* s, const Segment& parent) {
 
 }  // namespace
 
-bool control_segment_is_shared() { return g_state.shared; }
-const char* control_segment_path() { return g_state.shared ? g_path : ""; }
+bool control_segment_is_shared() { return g_seg_state.shared; }
+const char* control_segment_path() { return g_seg_state.shared ? g_path : ""; }
 
 void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_t tiny_class_count,
                           uint64_t env_mask, uint64_t generation) {
   const bool again = g_opened;  // tests open more than once: start from zero then
   g_opened = true;
-  g_state.shared = false;
+  g_seg_state.shared = false;
   if (again) g_path[0] = 0;  // zero until a file was made: a page of its own
-  g_state.pending.store(false, std::memory_order_relaxed);
+  g_seg_state.pending.store(false, std::memory_order_relaxed);
   // A process its parent started while running hakmem counts in the stand-in first, as a
   // fork child does: the shell's or build tool's commands that exit within
   // kChildPublishDelayNs never create a file.
@@ -280,28 +280,28 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
     s = &g_local;
     if (again) clear_runtime(s);
   } else {
-    g_state.shared = true;
+    g_seg_state.shared = true;
     // Process-wide counts taken before the segment existed (the allocator's first maps).
     if (!again) copy_runtime(s, g_local);
   }
   publish(s, tiny_class_sizes, tiny_class_count, env_mask, generation);
-  g_state.seg.store(s, std::memory_order_release);
+  g_seg_state.seg.store(s, std::memory_order_release);
   if (later) {
-    g_state.publish_after_ns.store(0, std::memory_order_relaxed);
-    g_state.pending.store(true, std::memory_order_relaxed);
+    g_seg_state.publish_after_ns.store(0, std::memory_order_relaxed);
+    g_seg_state.pending.store(true, std::memory_order_relaxed);
   }
 }
 
 void control_segment_reopen_in_child() {
-  Segment* old = g_state.seg.load(std::memory_order_acquire);
-  const bool was_shared = g_state.shared;
+  Segment* old = g_seg_state.seg.load(std::memory_order_acquire);
+  const bool was_shared = g_seg_state.shared;
 
   // The child counts into a local stand-in first. Its own file appears at its first
   // periodic check (control_poll): a child that only execs never creates one, so
   // fork+exec of a program without hakmem leaves nothing behind in the shm dir.
   // g_path keeps the parent's path (not written: it has a page of its own to copy): it is
-  // not read while g_state.shared is false, and the child's own file overwrites it.
-  if (g_state.shared) g_state.shared = false;
+  // not read while g_seg_state.shared is false, and the child's own file overwrites it.
+  g_seg_state.shared = false;
   // The child inherits its parent's memory, so it inherits the figures that describe it:
   // mapped and cached bytes, and the per-thread counts whose difference is the live bytes
   // (zeroing them made the child's gauges run below zero as it freed inherited blocks).
@@ -319,16 +319,16 @@ void control_segment_reopen_in_child() {
   }
   release_slots(local);
   publish_inherited(local, *old);
-  g_state.seg.store(local, std::memory_order_release);
-  g_state.publish_after_ns.store(0, std::memory_order_relaxed);
+  g_seg_state.seg.store(local, std::memory_order_release);
+  g_seg_state.publish_after_ns.store(0, std::memory_order_relaxed);
   // The child never writes into its parent's segment: nothing points into it any more but
   // the slot pointers of heaps whose threads did not survive the fork, and those never run.
   // Still, the shared mapping is replaced with private zero pages (not unmapped: such a
   // stale pointer then writes into harmless memory), at the child's first check rather
   // than here: a child that execs at once (a shell's, a service's command) is spared the
   // system call.
-  if (was_shared && old != &g_local) g_state.parent.store(old, std::memory_order_relaxed);
-  g_state.pending.store(knob(proto::Knob::ShmEnable) != 0 || g_state.parent.load(std::memory_order_relaxed),
+  if (was_shared && old != &g_local) g_seg_state.parent.store(old, std::memory_order_relaxed);
+  g_seg_state.pending.store(knob(proto::Knob::ShmEnable) != 0 || g_seg_state.parent.load(std::memory_order_relaxed),
                           std::memory_order_relaxed);
 }
 
@@ -341,45 +341,45 @@ void control_segment_publish_pending() {
   // cost each of them about 60-100 us: a preloaded bash running /bin/true took a third
   // longer per command than with glibc. One that lives longer appears in `hakctl ps` a
   // moment later, at its first slow path after the delay.
-  if (g_state.parent.load(std::memory_order_relaxed) != nullptr) {
-    if (Segment* parent = g_state.parent.exchange(nullptr, std::memory_order_acq_rel))
+  if (g_seg_state.parent.load(std::memory_order_relaxed) != nullptr) {
+    if (Segment* parent = g_seg_state.parent.exchange(nullptr, std::memory_order_acq_rel))
       os_replace_private(parent, sizeof(Segment));
   }
   if (knob(proto::Knob::ShmEnable) == 0) {
-    g_state.pending.store(false, std::memory_order_relaxed);
+    g_seg_state.pending.store(false, std::memory_order_relaxed);
     return;
   }
   const uint64_t now = os_now_ns();
-  uint64_t after = g_state.publish_after_ns.load(std::memory_order_relaxed);
+  uint64_t after = g_seg_state.publish_after_ns.load(std::memory_order_relaxed);
   if (after == 0) {
-    g_state.publish_after_ns.store(now + kChildPublishDelayNs, std::memory_order_relaxed);
+    g_seg_state.publish_after_ns.store(now + kChildPublishDelayNs, std::memory_order_relaxed);
     return;
   }
   if (now < after) return;
   bool expected = true;
-  if (!g_state.pending.compare_exchange_strong(expected, false, std::memory_order_acq_rel)) return;
+  if (!g_seg_state.pending.compare_exchange_strong(expected, false, std::memory_order_acq_rel)) return;
   Segment* s = create_file();
   if (s == nullptr) return;  // warned; stays local
   // Threads attaching or detaching meanwhile would change the stand-in's slots after the
   // copy. What threads count in the stand-in after it, each carries over itself
   // (control.cc, carry_over).
-  LockGuard g(g_state.slots_lock);
-  const Segment& local = *g_state.seg.load(std::memory_order_acquire);  // g_local, or a fork child's
+  LockGuard g(g_seg_state.slots_lock);
+  const Segment& local = *g_seg_state.seg.load(std::memory_order_acquire);  // g_local, or a fork child's
   copy_runtime(s, local);
   // One generation past the local one: every thread's next control_poll sees a change,
   // reloads and re-targets its slot pointer into the new segment.
   publish(s, local.header.tiny_class_size, local.header.tiny_class_count,
           local.knobs.env_mask.load(std::memory_order_relaxed),
           local.knobs.generation.load(std::memory_order_acquire) + 1);
-  g_state.shared = true;
-  g_state.seg.store(s, std::memory_order_release);
+  g_seg_state.shared = true;
+  g_seg_state.seg.store(s, std::memory_order_release);
 }
 
 void control_segment_close() {
-  if (g_state.shared && g_owner_pid == os_pid() && g_path[0]) {
+  if (g_seg_state.shared && g_owner_pid == os_pid() && g_path[0]) {
     os_shm_unlink(g_path);
     g_path[0] = 0;
-    g_state.shared = false;
+    g_seg_state.shared = false;
   }
 }
 
