@@ -190,11 +190,20 @@ std::optional<ProcStat> proc_stat(pid_t pid) {
   return proc_stat_parse(buf, static_cast<size_t>(n));
 }
 
+std::string argv0_path(const char* cmdline, size_t len) {
+  if (len == 0 || cmdline[0] != '/') return std::string();
+  return std::string(cmdline, strnlen(cmdline, len));
+}
+
 std::string proc_exe(pid_t pid) {
   char path[64], buf[4096];
   snprintf(path, sizeof path, "/proc/%d/exe", static_cast<int>(pid));
   ssize_t n = readlink(path, buf, sizeof buf);
-  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+  if (n > 0) return std::string(buf, static_cast<size_t>(n));
+  if (errno != EACCES && errno != EPERM) return std::string();
+  snprintf(path, sizeof path, "/proc/%d/cmdline", static_cast<int>(pid));
+  n = read_small(path, buf, sizeof buf);
+  return n > 0 ? argv0_path(buf, static_cast<size_t>(n)) : std::string();
 }
 
 std::string proc_cmdline(pid_t pid, size_t cap) {

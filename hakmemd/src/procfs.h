@@ -53,9 +53,14 @@ enum class MapCheck { Mapped, NotMapped, Unknown };
 MapCheck proc_maps_file(pid_t pid, dev_t dev, ino_t ino, const char* name);
 // The same over the text of a maps file; exposed for the unit tests.
 MapCheck proc_maps_parse(const char* text, size_t len, dev_t dev, ino_t ino, const char* name);
-// The executable, readlink(/proc/<pid>/exe); "" when unreadable (the process is gone, is
-// not dumpable, or belongs to another user and we lack CAP_SYS_PTRACE).
+// The executable, readlink(/proc/<pid>/exe). When that is refused (a process that made
+// itself non-dumpable, or another user's, read without CAP_SYS_PTRACE): its argv[0] if that
+// is an absolute path, the best name left for `ps` and the config's exe patterns. "" when
+// neither is known (the process is gone).
 std::string proc_exe(pid_t pid);
+// argv[0] of a /proc/<pid>/cmdline text if it is an absolute path, else ""; exposed for the
+// unit tests.
+std::string argv0_path(const char* cmdline, size_t len);
 // The command line, /proc/<pid>/cmdline with its arguments joined by spaces, at most
 // `cap` bytes; "" when unreadable. Raw bytes: a program's arguments need not be UTF-8.
 std::string proc_cmdline(pid_t pid, size_t cap = 4096);

@@ -3,6 +3,7 @@
 // protocol handler and the Prometheus rendering.
 #include <gtest/gtest.h>
 
+#include <sys/prctl.h>
 #include <sys/sysmacros.h>
 
 #include <chrono>
@@ -261,6 +262,58 @@ class RegistryTest : public ::testing::Test {
   TempDir dir;
   std::string seg_path(uid_t uid, pid_t pid) { return dir.path() + "/hakmem." + std::to_string(uid) + "." + std::to_string(pid); }
 };
+
+TEST(ProcFs, Argv0StandsInForAnExecutableOnlyAsAnAbsolutePath) {
+  const char full[] = "/usr/sbin/svc\0--port\0" "80";
+  EXPECT_EQ(argv0_path(full, sizeof full), "/usr/sbin/svc");
+  const char relative[] = "svc\0--port";
+  EXPECT_EQ(argv0_path(relative, sizeof relative), "");
+  EXPECT_EQ(argv0_path("", 0), "");
+  const char unterminated[] = {'/', 'b', 'i', 'n', '/', 'x'};
+  EXPECT_EQ(argv0_path(unterminated, sizeof unterminated), "/bin/x");
+}
+
+// A process that made itself non-dumpable hides /proc/<pid>/exe from a reader without
+// CAP_SYS_PTRACE (hakmemd run as the user): its argv[0] names it instead, when absolute.
+TEST(ProcFs, ANonDumpableProcessIsNamedByItsArgv0) {
+  auto drop = [] { return geteuid() != 0 || (setgid(65534) == 0 && setuid(65534) == 0); };
+  int ready[2], out[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(out), 0);
+  const pid_t target = fork();
+  ASSERT_GE(target, 0);
+  if (target == 0) {
+    if (!drop() || prctl(PR_SET_DUMPABLE, 0) != 0 || write(ready[1], "r", 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  char r = 0;
+  ASSERT_EQ(read(ready[0], &r, 1), 1);
+  const pid_t reader = fork();
+  ASSERT_GE(reader, 0);
+  if (reader == 0) {
+    if (!drop()) _exit(1);
+    char link[4096];
+    const std::string path = "/proc/" + std::to_string(target) + "/exe";
+    const bool hidden = readlink(path.c_str(), link, sizeof link) < 0 && errno == EACCES;
+    const std::string exe = (hidden ? "hidden " : "shown ") + proc_exe(target);
+    _exit(write(out[1], exe.data(), exe.size()) == static_cast<ssize_t>(exe.size()) ? 0 : 1);
+  }
+  close(out[1]);
+  char buf[4096];
+  const ssize_t n = read(out[0], buf, sizeof buf);
+  int status = 0;
+  waitpid(reader, &status, 0);
+  kill(target, SIGKILL);
+  waitpid(target, nullptr, 0);
+  close(out[0]);
+  close(ready[0]);
+  close(ready[1]);
+  ASSERT_EQ(status, 0);
+  ASSERT_GT(n, 0);
+  const std::string cmd = own_cmdline();
+  const std::string argv0 = cmd.substr(0, cmd.find(' '));
+  EXPECT_EQ(std::string(buf, static_cast<size_t>(n)), "hidden " + (argv0[0] == '/' ? argv0 : std::string()));
+}
 
 TEST_F(RegistryTest, RegistersAValidSegmentOfALiveProcess) {
   Sleeper proc;
