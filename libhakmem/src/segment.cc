@@ -328,8 +328,8 @@ void control_segment_reopen_in_child() {
   // than here: a child that execs at once (a shell's, a service's command) is spared the
   // system call.
   if (was_shared && old != &g_local) g_seg_state.parent.store(old, std::memory_order_relaxed);
-  g_seg_state.pending.store(knob(proto::Knob::ShmEnable) != 0 || g_seg_state.parent.load(std::memory_order_relaxed),
-                          std::memory_order_relaxed);
+  const bool parent_mapped = g_seg_state.parent.load(std::memory_order_relaxed) != nullptr;
+  g_seg_state.pending.store(knob(proto::Knob::ShmEnable) != 0 || parent_mapped, std::memory_order_relaxed);
 }
 
 void control_segment_publish_pending() {
@@ -337,10 +337,11 @@ void control_segment_publish_pending() {
   // build tool's command, control_segment_open), publishes once it has lived a while: its
   // first check starts the clock, the first one kChildPublishDelayNs later creates the file.
   // Most such processes exec or exit well within that, and creating the file (shm_open,
-  // ftruncate, mmap, a sweep of the folder for dead processes' files, the unlink at exit)
-  // cost each of them about 60-100 us: a preloaded bash running /bin/true took a third
-  // longer per command than with glibc. One that lives longer appears in `hakctl ps` a
-  // moment later, at its first slow path after the delay.
+  // ftruncate, mmap, its first-written pages, a sweep of the folder for dead processes'
+  // files, the unlink at exit) costs each of them tens of microseconds of a half-millisecond
+  // life. One that lives longer appears in `hakctl ps` a moment later, at its first slow
+  // path after the delay. The first check also drops a fork child's view of its parent's
+  // segment (control_segment_reopen_in_child).
   if (g_seg_state.parent.load(std::memory_order_relaxed) != nullptr) {
     if (Segment* parent = g_seg_state.parent.exchange(nullptr, std::memory_order_acq_rel))
       os_replace_private(parent, sizeof(Segment));
