@@ -56,6 +56,9 @@ struct alignas(128) SegmentState {
   std::atomic<proto::Segment*> parent;
   // When a pending segment may be created (0: its first check has not run).
   std::atomic<uint64_t> publish_after_ns;
+  // The bytes mapped (all tiers) when the process became pending: what a fork child
+  // inherited, or the few a started program mapped before its segment was opened.
+  std::atomic<uint64_t> mapped_at_pending;
   // A fork child (or a process a hakmem process started) still has to create its file,
   // or a fork child still has its parent's segment mapped.
   std::atomic<bool> pending;
@@ -66,6 +69,7 @@ struct alignas(128) SegmentState {
   // stand-in after it).
   Mutex slots_lock;
 };
+static_assert(sizeof(SegmentState) == 128, "a fork child's handler writes one line of it");
 extern SegmentState g_seg_state __attribute__((visibility("hidden")));
 inline proto::Segment* control_segment_ptr() { return g_seg_state.seg.load(std::memory_order_acquire); }
 

@@ -51,8 +51,16 @@ void control_segment_reopen_in_child();
 // its stand-in before it creates its file: from its first periodic check to the first one
 // at least this much later.
 inline constexpr uint64_t kChildPublishDelayNs = 100'000'000;
+// A pending process that has mapped this much more than it had when it became pending
+// creates its file at its next check without waiting out kChildPublishDelayNs: it holds
+// memory an operator wants to see, and creating the file is then a small part of what its
+// own first touches cost. A service started from a preloaded shell or supervisor, or a
+// forked worker that sets up and then waits for work, would otherwise stay out of
+// `hakctl ps` until it allocated again.
+inline constexpr int64_t kPublishGrowthBytes = int64_t{16} << 20;
 // Creates the pending file segment (once, and not before kChildPublishDelayNs have passed
-// since the first call), copying what the stand-in counted so far.
+// since the first call unless the process mapped kPublishGrowthBytes meanwhile), copying
+// what the stand-in counted so far.
 void control_segment_publish_pending();
 // Copies the counters of one thread slot (not its owner) into another.
 void copy_slot_counts(proto::ThreadSlot& to, const proto::ThreadSlot& from);

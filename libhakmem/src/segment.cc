@@ -27,7 +27,7 @@ constinit Segment g_local{};
 }  // namespace
 
 // One line that a fork child writes (control.h).
-constinit SegmentState g_seg_state{&g_local, nullptr, 0, false, false, {}};
+constinit SegmentState g_seg_state{&g_local, nullptr, 0, 0, false, false, {}};
 
 namespace {
 
@@ -198,6 +198,14 @@ Segment* create_file() {
   return static_cast<Segment*>(mem);
 }
 
+// The bytes the process has mapped, all tiers (a gauge of deltas, modulo 2^64).
+uint64_t mapped_bytes(const Segment& s) {
+  uint64_t n = 0;
+  for (size_t t = 0; t < proto::kTierCount; t++)
+    n += s.global.tier[t][static_cast<size_t>(proto::GlobalCounter::MappedBytes)].load(std::memory_order_relaxed);
+  return n;
+}
+
 void copy_u64(std::atomic<uint64_t>& to, const std::atomic<uint64_t>& from) {
   to.store(from.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
@@ -288,6 +296,7 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
   g_seg_state.seg.store(s, std::memory_order_release);
   if (later) {
     g_seg_state.publish_after_ns.store(0, std::memory_order_relaxed);
+    g_seg_state.mapped_at_pending.store(mapped_bytes(*s), std::memory_order_relaxed);
     g_seg_state.pending.store(true, std::memory_order_relaxed);
   }
 }
@@ -321,6 +330,7 @@ void control_segment_reopen_in_child() {
   publish_inherited(local, *old);
   g_seg_state.seg.store(local, std::memory_order_release);
   g_seg_state.publish_after_ns.store(0, std::memory_order_relaxed);
+  g_seg_state.mapped_at_pending.store(mapped_bytes(*local), std::memory_order_relaxed);
   // The child never writes into its parent's segment: nothing points into it any more but
   // the slot pointers of heaps whose threads did not survive the fork, and those never run.
   // Still, the shared mapping is replaced with private zero pages (not unmapped: such a
@@ -340,7 +350,8 @@ void control_segment_publish_pending() {
   // ftruncate, mmap, its first-written pages, a sweep of the folder for dead processes'
   // files, the unlink at exit) costs each of them tens of microseconds of a half-millisecond
   // life. One that lives longer appears in `hakctl ps` a moment later, at its first slow
-  // path after the delay. The first check also drops a fork child's view of its parent's
+  // path after the delay, and one that maps kPublishGrowthBytes of its own at its next
+  // check, delay or not. The first check also drops a fork child's view of its parent's
   // segment (control_segment_reopen_in_child).
   if (g_seg_state.parent.load(std::memory_order_relaxed) != nullptr) {
     if (Segment* parent = g_seg_state.parent.exchange(nullptr, std::memory_order_acq_rel))
@@ -350,13 +361,17 @@ void control_segment_publish_pending() {
     g_seg_state.pending.store(false, std::memory_order_relaxed);
     return;
   }
-  const uint64_t now = os_now_ns();
-  uint64_t after = g_seg_state.publish_after_ns.load(std::memory_order_relaxed);
-  if (after == 0) {
-    g_seg_state.publish_after_ns.store(now + kChildPublishDelayNs, std::memory_order_relaxed);
-    return;
+  const uint64_t grown = mapped_bytes(*g_seg_state.seg.load(std::memory_order_acquire)) -
+                        g_seg_state.mapped_at_pending.load(std::memory_order_relaxed);
+  if (static_cast<int64_t>(grown) < kPublishGrowthBytes) {
+    const uint64_t now = os_now_ns();
+    uint64_t after = g_seg_state.publish_after_ns.load(std::memory_order_relaxed);
+    if (after == 0) {
+      g_seg_state.publish_after_ns.store(now + kChildPublishDelayNs, std::memory_order_relaxed);
+      return;
+    }
+    if (now < after) return;
   }
-  if (now < after) return;
   bool expected = true;
   if (!g_seg_state.pending.compare_exchange_strong(expected, false, std::memory_order_acq_rel)) return;
   Segment* s = create_file();

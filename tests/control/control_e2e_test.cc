@@ -429,6 +429,30 @@ TEST_F(ControlE2E, ACommandStartedByAHakmemProcessPublishesOnceItHasLivedAWhile)
   EXPECT_TRUE(files().empty()) << "a segment was left behind: " << files()[0];
 }
 
+// Such a command that maps a good deal of memory of its own (a service started from a
+// preloaded shell, which sets up and then waits for work) publishes at its next check, and
+// does not wait for an allocation 100 ms later that may never come; a small one still waits.
+TEST_F(ControlE2E, ACommandThatMapsMuchPublishesAtOnceASmallOneWaits) {
+  ProbeRun r = run({"header", "spawn bigidle 24"});
+  ASSERT_RAN(r);
+  ASSERT_EQ(r.num("segment"), 1) << r.err;
+  EXPECT_EQ(r.num("spawn.status"), 0) << r.out;
+  EXPECT_EQ(r.num("spawn.bigidle.segment_before"), 0) << "the command created its segment at its start";
+  EXPECT_EQ(r.num("spawn.bigidle.segment_after"), 1) << "24 MiB mapped, and still no segment";
+  // 2 MiB of its own: still a short command's footprint, so no file at once. (Not asserted
+  // if the command was held up for the delay: a check then publishes it by time.)
+  timespec t0{}, t1{};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  r = run({"header", "spawn bigidle 2"});
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  ASSERT_RAN(r);
+  EXPECT_EQ(r.num("spawn.status"), 0) << r.out;
+  EXPECT_EQ(r.num("spawn.bigidle.segment_before"), 0);
+  const long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  if (ms < 90) EXPECT_EQ(r.num("spawn.bigidle.segment_after"), 0) << "a 4 MiB command published at once";
+  EXPECT_TRUE(files().empty()) << "a segment was left behind: " << files()[0];
+}
+
 // Threads that start, count and exit while such a command publishes its segment: the file
 // has every allocation they made (a thread carries what it counted in the stand-in after the
 // copy into its new slot) and the slots of exactly the threads alive (attach, detach and the

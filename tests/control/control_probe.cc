@@ -27,6 +27,10 @@
 //                               its lines come back as "spawn.*"
 //   late                        allocates until this process's segment exists (5 s at
 //                               most): "late.ms_until_segment", then the header's fields
+//   bigidle MIB                 a block of MIB MiB, then one of 2 MiB (the first check
+//                               after the first block's mapping), and no other allocation:
+//                               whether this process's segment existed before and after
+//                               ("bigidle.segment_before", ".segment_after")
 //   latechurn T N               T threads at a time, each N mallocs of 48 B kept and then
 //                               freed, started and joined again and again until this
 //                               process's segment exists and twice more, the main thread
@@ -520,6 +524,21 @@ int main(int argc, char** argv) {
       open_segment();
       printf("late.segment %d\n", g_seg ? 1 : 0);
       if (g_seg) print_header();
+      continue;
+    }
+    if (!strcmp(cmd, "bigidle")) {
+      const size_t mib = strtoull(a, nullptr, 0);
+      if (mib == 0 || mib > 1024) die("bigidle MIB: 1..1024");
+      char path[4096];
+      own_segment_path(path, sizeof path);
+      const int before = access(path, F_OK) == 0;
+      void* p = malloc(mib << 20);
+      void* q = malloc(size_t{2} << 20);
+      const int after = access(path, F_OK) == 0;
+      if (!p || !q) die("bigidle: malloc failed");
+      printf("bigidle.segment_before %d\nbigidle.segment_after %d\n", before, after);
+      free(q);
+      free(p);
       continue;
     }
     if (!strcmp(cmd, "latechurn")) {

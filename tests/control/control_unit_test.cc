@@ -697,3 +697,41 @@ TEST_F(ControlShm, ForkChildGetsItsOwnSegmentWithTheParentsKnobs) {
 }
 
 }  // namespace
+
+// A fork child that maps kPublishGrowthBytes of its own creates its file at its first check,
+// without the delay; what it inherited from its parent does not count, and less does not do.
+TEST_F(ControlShm, AForkChildThatMapsMuchOfItsOwnPublishesAtItsFirstCheck) {
+  load_defaults();
+  control_segment_open(true, kSizes, 5, 0, 0);
+  ThreadCtl t{};
+  control_thread_attach(&t);
+  // The parent's mappings, which a child inherits: far more than the threshold.
+  control_add(proto::Tier::Whale, proto::GlobalCounter::MappedBytes, 4 * kPublishGrowthBytes);
+  // Each child maps `own` bytes, runs its first check, and reports whether it published.
+  auto child_published = [&](int64_t own) -> int {
+    int pipefd[2];
+    if (pipe(pipefd) != 0) return -1;
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+      control_atfork_child(&t);
+      control_add(proto::Tier::Whale, proto::GlobalCounter::MappedBytes, own);
+      control_poll(&t);
+      int published = (control_segment_is_shared() ? 1 : 0) | (access(expected_path(getpid()).c_str(), F_OK) == 0 ? 2 : 0);
+      if (write(pipefd[1], &published, sizeof published) != sizeof published) _exit(2);
+      control_segment_close();
+      _exit(0);
+    }
+    close(pipefd[1]);
+    int published = -1;
+    if (read(pipefd[0], &published, sizeof published) != sizeof published) published = -1;
+    close(pipefd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? published : -1;
+  };
+  EXPECT_EQ(child_published(0), 0) << "the inherited mappings counted as the child's own";
+  EXPECT_EQ(child_published(kPublishGrowthBytes - 4096), 0) << "published below the threshold";
+  EXPECT_EQ(child_published(kPublishGrowthBytes), 3) << "a child that mapped the threshold waited";
+  control_add(proto::Tier::Whale, proto::GlobalCounter::MappedBytes, -4 * kPublishGrowthBytes);
+}
