@@ -696,8 +696,6 @@ TEST_F(ControlShm, ForkChildGetsItsOwnSegmentWithTheParentsKnobs) {
   EXPECT_EQ(snap.tier[1].allocs(), 3u);
 }
 
-}  // namespace
-
 // A fork child that maps kPublishGrowthBytes of its own creates its file at its first check,
 // without the delay; what it inherited from its parent does not count, and less does not do.
 TEST_F(ControlShm, AForkChildThatMapsMuchOfItsOwnPublishesAtItsFirstCheck) {
@@ -712,8 +710,13 @@ TEST_F(ControlShm, AForkChildThatMapsMuchOfItsOwnPublishesAtItsFirstCheck) {
     int pipefd[2];
     if (pipe(pipefd) != 0) return -1;
     pid_t pid = fork();
-    if (pid < 0) return -1;
+    if (pid < 0) {
+      close(pipefd[0]);
+      close(pipefd[1]);
+      return -1;
+    }
     if (pid == 0) {
+      close(pipefd[0]);
       control_atfork_child(&t);
       control_add(proto::Tier::Whale, proto::GlobalCounter::MappedBytes, own);
       control_poll(&t);
@@ -735,3 +738,5 @@ TEST_F(ControlShm, AForkChildThatMapsMuchOfItsOwnPublishesAtItsFirstCheck) {
   EXPECT_EQ(child_published(kPublishGrowthBytes), 3) << "a child that mapped the threshold waited";
   control_add(proto::Tier::Whale, proto::GlobalCounter::MappedBytes, -4 * kPublishGrowthBytes);
 }
+
+}  // namespace
