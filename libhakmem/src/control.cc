@@ -177,10 +177,9 @@ void control_init(const uint32_t* tiny_class_sizes, uint32_t tiny_class_count) {
 
 ThreadSlot* control_discard_slot() { return &g_discard; }
 
-void control_thread_attach(ThreadCtl* ctl) {
+void control_thread_attach(ThreadCtl* ctl, uint32_t tid) {
   LockGuard g(g_seg_state.slots_lock);
   Segment* s = control_segment_ptr();
-  const uint32_t tid = os_tid();
   uint32_t idx = UINT32_MAX;
   for (uint32_t i = 0; i < proto::kThreadSlots; i++) {
     std::atomic<uint32_t>& owner = s->threads[i].owner_tid;
@@ -268,7 +267,9 @@ void control_atfork_child(ThreadCtl* surviving_thread) {
     g_applied_generation.store(gen, std::memory_order_release);
   if (surviving_thread) {
     surviving_thread->slot_index = UINT32_MAX;
-    control_thread_attach(surviving_thread);
+    // A fork child's one thread has the child's pid as its thread id: getpid, on the page
+    // of libc fork has run, rather than gettid on another (a page fault in every child).
+    control_thread_attach(surviving_thread, static_cast<uint32_t>(os_pid()));
   }
 }
 

@@ -14,6 +14,7 @@
 
 #include "hakmem/proto/segment.h"
 #include "lock.h"
+#include "os.h"
 
 namespace hakmem {
 
@@ -90,8 +91,9 @@ struct ThreadCtl {
 proto::ThreadSlot* control_discard_slot();
 
 // Gives the thread a slot of its own in the segment (or a process-local one when the
-// segment is off or full). Call from the thread's first slow path.
-void control_thread_attach(ThreadCtl* ctl);
+// segment is off or full), owned by thread id `tid` (the calling thread's). Call from the
+// thread's first slow path.
+void control_thread_attach(ThreadCtl* ctl, uint32_t tid = os_tid());
 // At thread exit: the slot keeps its counts and becomes free for the next thread.
 void control_thread_detach(ThreadCtl* ctl);
 

@@ -26,12 +26,16 @@ inline constexpr uint32_t kShards = 4;          // pool/arena lock shards
 // half-changed. They sit in this one table rather than in the structs they guard: taking
 // them writes their pages just before the fork, and the parent's unlocks and the child's
 // resets then copy each page (a page fault apiece on both sides, 2-3 us on a VM). Spread
-// over the shards' structs they took nine pages, here two. Lock order: as listed.
+// over the shards' structs they took nine pages, here two. Lock order: heaps, pool,
+// arena, whale (init.cc, each_fork_lock; a pool refill takes its arena's lock inside its
+// own). The layout differs: the arena and whale locks come before the pool's, so that the
+// first page holds them with shards 0 and 1's pool locks, and a fork child whose first
+// pool malloc takes a page from its arena writes one page of this table, not both.
 struct alignas(4096) ForkLocks {
   Mutex heaps;                             // init.cc: the heap list, the abandoned heaps
-  Mutex pool[kShards][kPoolClasses];       // pool.cc: a shard's pages of one class
   Mutex arena[kShards];                    // arena.cc: an arena's chunks
   Mutex whale[proto::kWhaleCacheShards];   // whale.cc: a cache shard's list
+  Mutex pool[kShards][kPoolClasses];       // pool.cc: a shard's pages of one class
 };
 extern ForkLocks g_fork_locks;
 

@@ -37,7 +37,7 @@ __attribute__((always_inline)) inline void* count_alloc(Heap* h, proto::Tier t, 
 }  // namespace
 
 __attribute__((noinline, cold)) void* whale_path(size_t n, size_t align, bool zero) noexcept {
-  int* const err = &errno;  // one call to find it, for the save and the restore
+  int* const err = os_errno();
   const int saved = *err;
   Heap* h = t_heap;
   if (h == &g_empty_heap) h = heap_get_slow();  // may stay null: re-entrant init
@@ -59,7 +59,8 @@ __attribute__((noinline)) void* malloc_mid_miss(Heap* h, size_t n) {
     if (!h) return whale_path(n, 0, false);
     return malloc_mid(h, n);
   }
-  int saved = errno;
+  int* const err = os_errno();
+  const int saved = *err;
   void* p;
   if (n <= kPoolMax) {
     p = pool_malloc_slow(h, pool_class_of(n));
@@ -69,7 +70,7 @@ __attribute__((noinline)) void* malloc_mid_miss(Heap* h, size_t n) {
     // of its own still serves the request, and errno is as the caller left it unless that
     // fails too.
     if (!p) {
-      errno = saved;
+      *err = saved;
       return whale_path(n, 0, false);
     }
   } else {
@@ -79,7 +80,7 @@ __attribute__((noinline)) void* malloc_mid_miss(Heap* h, size_t n) {
     }
     return whale_path(n, 0, false);
   }
-  if (p) errno = saved;
+  if (p) *err = saved;
   return p;
 }
 
@@ -102,10 +103,11 @@ __attribute__((noinline)) void* malloc_mid(Heap* h, size_t n) noexcept {
 }
 
 __attribute__((noinline)) void* tiny_slow(Heap* h, uint32_t c) noexcept {
-  int saved = errno;
+  int* const err = os_errno();
+  const int saved = *err;
   void* p = tiny_malloc_slow(h, c);
   if (p) {
-    errno = saved;
+    *err = saved;
   } else if (!process_ready() || t_heap == &g_empty_heap) {
     // Re-entrant call during initialisation: serve it from a mapping of its own.
     p = whale_path(kTinyClassSize[c], 0, false);
@@ -114,7 +116,8 @@ __attribute__((noinline)) void* tiny_slow(Heap* h, uint32_t c) noexcept {
 }
 
 __attribute__((noinline)) void free_slow(void* p, MapKind kind) noexcept {
-  int saved = errno;
+  int* const err = os_errno();
+  const int saved = *err;
   Heap* h = t_heap;
   // A thread that only frees (a consumer of another thread's blocks) gets a heap like one
   // that allocates: its frees are cached and counted in its own slot, not lost.
@@ -136,7 +139,7 @@ __attribute__((noinline)) void free_slow(void* p, MapKind kind) noexcept {
       control_report_invalid_free("free", p);
       break;
   }
-  errno = saved;
+  *err = saved;
 }
 
 __attribute__((noinline)) void* tick_and_return(Heap* h, void* b) noexcept {
@@ -175,9 +178,10 @@ bool pow2(size_t a) { return a != 0 && (a & (a - 1)) == 0; }
 // and that one is cleared.
 __attribute__((noinline)) void* bundle_calloc(size_t n) {
   bool zero = false;
-  int saved = errno;
+  int* const err = os_errno();
+  const int saved = *err;
   void* p = bundle_malloc_slow(t_heap, bundle_units_of(n), true, &zero);
-  errno = saved;
+  *err = saved;
   if (!p) return whale_path(n, 0, true);  // as malloc_mid_miss: a mapping of its own
   if (!zero) memset(p, 0, n);
   return p;

@@ -87,11 +87,12 @@ void* os_remap(void* p, size_t old_size, size_t new_size, size_t align, int* err
 }
 
 int os_replace_private(void* p, size_t size) {
-  int saved = errno;
+  int* const err = os_errno();  // a fork child's first check calls this: see os_errno
+  const int saved = *err;
   void* r = mmap(p, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
                  -1, 0);
-  int e = r == MAP_FAILED ? errno : 0;
-  errno = saved;
+  int e = r == MAP_FAILED ? *err : 0;
+  *err = saved;
   return e;
 }
 int os_purge(void* p, size_t size) { return madvise(p, size, MADV_DONTNEED) == 0 ? 0 : errno; }
@@ -137,7 +138,11 @@ uint64_t os_boot_ticks() {
 }
 
 uint32_t os_tid() { return static_cast<uint32_t>(syscall(SYS_gettid)); }
-int32_t os_pid() { return static_cast<int32_t>(syscall(SYS_getpid)); }
+// getpid, not syscall(SYS_getpid): libc keeps it beside fork, on text a fork child has
+// already run, where syscall's page would be one more page fault in every child.
+int32_t os_pid() { return static_cast<int32_t>(getpid()); }
+constinit thread_local int* t_errno_loc __attribute__((tls_model("initial-exec"))) = nullptr;
+int* os_errno_slow() { return t_errno_loc = &errno; }
 uint32_t os_uid() { return static_cast<uint32_t>(getuid()); }
 bool os_secure() { return getauxval(AT_SECURE) != 0; }
 #ifdef HK_HAVE_SINGLE_THREADED

@@ -46,6 +46,17 @@ uint64_t os_realtime_ns();
 uint64_t os_boot_ticks();
 uint32_t os_tid();
 int32_t os_pid();
+
+// errno's address in this thread, asked of libc once per thread: the slow paths save and
+// restore the caller's errno through it. A fork child's thread keeps its parent's TLS
+// addresses, so the child does not call __errno_location either, whose page of libc it has
+// not run (each such page is a page fault in every child that allocates).
+extern constinit thread_local int* t_errno_loc __attribute__((tls_model("initial-exec")));
+int* os_errno_slow();
+inline int* os_errno() {
+  int* e = t_errno_loc;
+  return __builtin_expect(e != nullptr, 1) ? e : os_errno_slow();
+}
 uint32_t os_uid();
 // True when the process runs setuid/setgid or with capabilities (AT_SECURE): env is ignored.
 bool os_secure();

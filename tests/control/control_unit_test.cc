@@ -624,6 +624,36 @@ TEST_F(ControlShm, AbortOnErrorAborts) {
 
 // ---- fork ----
 
+// The slow paths save and restore errno through os_errno: it must be the calling thread's
+// errno, in every thread and in a fork child (whose one thread inherits its parent's TLS).
+TEST(Os, ErrnoLocationIsTheCallingThreadsInEveryThreadAndInAForkChild) {
+  int* const mine = os_errno();
+  EXPECT_EQ(mine, &errno);
+  EXPECT_EQ(os_errno(), mine);  // the cached address, asked again
+  int* theirs = nullptr;
+  bool same_as_errno = false;
+  std::thread([&] {
+    theirs = os_errno();
+    same_as_errno = theirs == &errno;
+    *theirs = 42;
+    same_as_errno = same_as_errno && errno == 42;
+  }).join();
+  EXPECT_TRUE(same_as_errno);
+  EXPECT_NE(theirs, mine);
+  errno = 7;
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int* e = os_errno();
+    *e = 99;
+    _exit(e == &errno && errno == 99 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(errno, 7);
+}
+
 TEST_F(ControlShm, ForkChildGetsItsOwnSegmentWithTheParentsKnobs) {
   load_defaults();
   control_segment_open(true, kSizes, 5, 0, 0);
@@ -645,6 +675,9 @@ TEST_F(ControlShm, ForkChildGetsItsOwnSegmentWithTheParentsKnobs) {
     if (access(expected_path(getpid()).c_str(), F_OK) == 0) bad |= 2;
     if (local->knobs.value[size_t(Knob::TinyCap)].load() != 100 || knob(Knob::TinyCap) != 100) bad |= 4;
     if (t.slot != &local->threads[0] || local->global.threads_live.load() != 1) bad |= 8;
+    // The slot is the surviving thread's: its owner is the child's one thread (whose id the
+    // child handler takes from getpid, not gettid).
+    if (local->threads[0].owner_tid.load() != os_tid()) bad |= 65536;
     proto::Snapshot snap;
     proto::snapshot(*local, &snap);
     // Inherited figures: the child's memory is the parent's, so are the counts describing it.
