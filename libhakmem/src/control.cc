@@ -206,6 +206,14 @@ void control_thread_attach(ThreadCtl* ctl, uint32_t tid) {
   retarget(ctl);
 }
 
+void control_thread_started() {
+  if (__builtin_expect(!g_seg_state.pending.load(std::memory_order_relaxed), 1)) return;
+  // The process's first thread (a started program's main thread, a fork child's one
+  // thread) has the pid as its thread id: it waits for the delay or the growth as before.
+  if (os_tid() == static_cast<uint32_t>(os_pid())) return;
+  control_segment_publish_pending(true);
+}
+
 void control_thread_detach(ThreadCtl* ctl) {
   LockGuard g(g_seg_state.slots_lock);
   carry_over(ctl);

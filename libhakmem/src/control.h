@@ -94,6 +94,9 @@ proto::ThreadSlot* control_discard_slot();
 // segment is off or full), owned by thread id `tid` (the calling thread's). Call from the
 // thread's first slow path.
 void control_thread_attach(ThreadCtl* ctl, uint32_t tid = os_tid());
+// A thread's first slow path attached its heap (after control_thread_attach). In a pending
+// process (control_internal.h), a thread other than the first publishes the segment now.
+void control_thread_started();
 // At thread exit: the slot keeps its counts and becomes free for the next thread.
 void control_thread_detach(ThreadCtl* ctl);
 

@@ -58,10 +58,15 @@ inline constexpr uint64_t kChildPublishDelayNs = 100'000'000;
 // forked worker that sets up and then waits for work, would otherwise stay out of
 // `hakctl ps` until it allocated again.
 inline constexpr int64_t kPublishGrowthBytes = int64_t{16} << 20;
+// A pending process that starts a second thread creates its file at that thread's first
+// allocation (control_thread_started), without the delay: a shell's short commands seldom
+// start threads, and a program that does is a service setting up its workers (and then
+// perhaps waiting for work, unlisted until it allocated again) or a parallel tool whose
+// thread creation costs more than the file.
 // Creates the pending file segment (once, and not before kChildPublishDelayNs have passed
-// since the first call unless the process mapped kPublishGrowthBytes meanwhile), copying
-// what the stand-in counted so far.
-void control_segment_publish_pending();
+// since the first call unless the process mapped kPublishGrowthBytes meanwhile, or
+// `at_once`), copying what the stand-in counted so far.
+void control_segment_publish_pending(bool at_once = false);
 // Copies the counters of one thread slot (not its owner) into another.
 void copy_slot_counts(proto::ThreadSlot& to, const proto::ThreadSlot& from);
 // Unlinks the file if this process created it (exit, tests).

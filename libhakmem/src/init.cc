@@ -243,6 +243,7 @@ Heap* heap_get_slow() {
   tiny_heap_adopt(h);
   pthread_setspecific(g_heap_key, h);
   t_heap = h;
+  control_thread_started();  // with the heap in place, as at any periodic check
   return h;
 }
 

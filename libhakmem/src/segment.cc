@@ -342,7 +342,7 @@ void control_segment_reopen_in_child() {
   g_seg_state.pending.store(knob(proto::Knob::ShmEnable) != 0 || parent_mapped, std::memory_order_relaxed);
 }
 
-void control_segment_publish_pending() {
+void control_segment_publish_pending(bool at_once) {
   // A fork child, and a process whose parent runs hakmem with a segment (a shell's or a
   // build tool's command, control_segment_open), publishes once it has lived a while: its
   // first check starts the clock, the first one kChildPublishDelayNs later creates the file.
@@ -350,9 +350,10 @@ void control_segment_publish_pending() {
   // ftruncate, mmap, its first-written pages, a sweep of the folder for dead processes'
   // files, the unlink at exit) costs each of them tens of microseconds of a half-millisecond
   // life. One that lives longer appears in `hakctl ps` a moment later, at its first slow
-  // path after the delay, and one that maps kPublishGrowthBytes of its own at its next
-  // check, delay or not. The first check also drops a fork child's view of its parent's
-  // segment (control_segment_reopen_in_child).
+  // path after the delay; one that maps kPublishGrowthBytes of its own at its next check,
+  // delay or not; one that starts a second thread at that thread's first allocation. The
+  // first check also drops a fork child's view of its parent's segment
+  // (control_segment_reopen_in_child).
   if (g_seg_state.parent.load(std::memory_order_relaxed) != nullptr) {
     if (Segment* parent = g_seg_state.parent.exchange(nullptr, std::memory_order_acq_rel))
       os_replace_private(parent, sizeof(Segment));
@@ -363,7 +364,7 @@ void control_segment_publish_pending() {
   }
   const uint64_t grown = mapped_bytes(*g_seg_state.seg.load(std::memory_order_acquire)) -
                         g_seg_state.mapped_at_pending.load(std::memory_order_relaxed);
-  if (static_cast<int64_t>(grown) < kPublishGrowthBytes) {
+  if (!at_once && static_cast<int64_t>(grown) < kPublishGrowthBytes) {
     const uint64_t now = os_now_ns();
     uint64_t after = g_seg_state.publish_after_ns.load(std::memory_order_relaxed);
     if (after == 0) {

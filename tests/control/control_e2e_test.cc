@@ -449,7 +449,30 @@ TEST_F(ControlE2E, ACommandThatMapsMuchPublishesAtOnceASmallOneWaits) {
   EXPECT_EQ(r.num("spawn.status"), 0) << r.out;
   EXPECT_EQ(r.num("spawn.bigidle.segment_before"), 0);
   const long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
-  if (ms < 90) EXPECT_EQ(r.num("spawn.bigidle.segment_after"), 0) << "a 4 MiB command published at once";
+  if (ms < 90) {
+    EXPECT_EQ(r.num("spawn.bigidle.segment_after"), 0) << "a 4 MiB command published at once";
+  }
+  EXPECT_TRUE(files().empty()) << "a segment was left behind: " << files()[0];
+}
+
+// Such a command that starts a thread (a service setting up its workers before it waits for
+// work) publishes at that thread's first malloc, not at a check after the delay that may
+// never come; the command's own main thread allocating does not (the test above).
+TEST_F(ControlE2E, ACommandThatStartsAThreadPublishesAtTheThreadsFirstMalloc) {
+  timespec t0{}, t1{};
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  ProbeRun r = run({"header", "spawn threadidle"});
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  ASSERT_RAN(r);
+  ASSERT_EQ(r.num("segment"), 1) << r.err;
+  EXPECT_EQ(r.num("spawn.status"), 0) << r.out;
+  // (Not asserted if the command was held up for the delay: a check may then have
+  // published it by time before the thread.)
+  const long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+  if (ms < 90) {
+    EXPECT_EQ(r.num("spawn.threadidle.segment_before"), 0) << "published before its thread";
+  }
+  EXPECT_EQ(r.num("spawn.threadidle.segment_after"), 1) << "a thread allocated, and still no segment";
   EXPECT_TRUE(files().empty()) << "a segment was left behind: " << files()[0];
 }
 

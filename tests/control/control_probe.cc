@@ -31,6 +31,10 @@
 //                               after the first block's mapping), and no other allocation:
 //                               whether this process's segment existed before and after
 //                               ("bigidle.segment_before", ".segment_after")
+//   threadidle                  one malloc, then a thread that makes one malloc and ends,
+//                               and no other allocation: whether this process's segment
+//                               existed before the thread and after the join
+//                               ("threadidle.segment_before", ".segment_after")
 //   latechurn T N               T threads at a time, each N mallocs of 48 B kept and then
 //                               freed, started and joined again and again until this
 //                               process's segment exists and twice more, the main thread
@@ -538,6 +542,19 @@ int main(int argc, char** argv) {
       if (!p || !q) die("bigidle: malloc failed");
       printf("bigidle.segment_before %d\nbigidle.segment_after %d\n", before, after);
       free(q);
+      free(p);
+      continue;
+    }
+    if (!strcmp(cmd, "threadidle")) {
+      char path[4096];
+      own_segment_path(path, sizeof path);
+      void* volatile p = malloc(64);
+      const int before = access(path, F_OK) == 0;
+      pthread_t tid;
+      if (pthread_create(&tid, nullptr, churn_thread, reinterpret_cast<void*>(size_t{1})) != 0) die("pthread_create");
+      pthread_join(tid, nullptr);
+      const int after = access(path, F_OK) == 0;
+      printf("threadidle.segment_before %d\nthreadidle.segment_after %d\n", before, after);
       free(p);
       continue;
     }
