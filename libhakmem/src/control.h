@@ -53,7 +53,8 @@ struct alignas(128) SegmentState {
   // Never null (the process-local stand-in until/unless shm works). The site path reads it
   // on every allocation.
   std::atomic<proto::Segment*> seg;
-  // A fork child's view of its parent's segment, until its first check replaces it.
+  // A fork child's view of its parent's segment, until the child publishes (or finds
+  // shm.enable off) and replaces it.
   std::atomic<proto::Segment*> parent;
   // When a pending segment may be created (0: its first check has not run).
   std::atomic<uint64_t> publish_after_ns;

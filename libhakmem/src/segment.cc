@@ -267,6 +267,16 @@ void publish_inherited(Segment* s, const Segment& parent) {
   h.ready.store(1, std::memory_order_release);
 }
 
+// A fork child's view of its parent's segment, kept until the child publishes: nothing
+// writes into it (control_segment_reopen_in_child). The shared mapping is replaced with
+// private zero pages rather than unmapped: a stale pointer into it then writes harmless
+// memory.
+void drop_parent_view() {
+  if (g_seg_state.parent.load(std::memory_order_relaxed) == nullptr) return;
+  if (Segment* parent = g_seg_state.parent.exchange(nullptr, std::memory_order_acq_rel))
+    os_replace_private(parent, sizeof(Segment));
+}
+
 }  // namespace
 
 bool control_segment_is_shared() { return g_seg_state.shared; }
@@ -334,9 +344,9 @@ void control_segment_reopen_in_child() {
   // The child never writes into its parent's segment: nothing points into it any more but
   // the slot pointers of heaps whose threads did not survive the fork, and those never run.
   // Still, the shared mapping is replaced with private zero pages (not unmapped: such a
-  // stale pointer then writes into harmless memory), at the child's first check rather
-  // than here: a child that execs at once (a shell's, a service's command) is spared the
-  // system call.
+  // stale pointer then writes into harmless memory) when the child publishes rather than
+  // here: a child that execs or exits before (a shell's, a service's command) is spared
+  // the system call.
   if (was_shared && old != &g_local) g_seg_state.parent.store(old, std::memory_order_relaxed);
   const bool parent_mapped = g_seg_state.parent.load(std::memory_order_relaxed) != nullptr;
   g_seg_state.pending.store(knob(proto::Knob::ShmEnable) != 0 || parent_mapped, std::memory_order_relaxed);
@@ -351,14 +361,12 @@ void control_segment_publish_pending(bool at_once) {
   // files, the unlink at exit) costs each of them tens of microseconds of a half-millisecond
   // life. One that lives longer appears in `hakctl ps` a moment later, at its first slow
   // path after the delay; one that maps kPublishGrowthBytes of its own at its next check,
-  // delay or not; one that starts a second thread at that thread's first allocation. The
-  // first check also drops a fork child's view of its parent's segment
-  // (control_segment_reopen_in_child).
-  if (g_seg_state.parent.load(std::memory_order_relaxed) != nullptr) {
-    if (Segment* parent = g_seg_state.parent.exchange(nullptr, std::memory_order_acq_rel))
-      os_replace_private(parent, sizeof(Segment));
-  }
+  // delay or not; one that starts a second thread at that thread's first allocation. A
+  // fork child drops its view of its parent's segment (control_segment_reopen_in_child)
+  // then too, not at its first check: replacing that mapping cost every child that
+  // allocates and exits within the delay 12 us of a 250 us fork+waitpid.
   if (knob(proto::Knob::ShmEnable) == 0) {
+    drop_parent_view();
     g_seg_state.pending.store(false, std::memory_order_relaxed);
     return;
   }
@@ -375,6 +383,7 @@ void control_segment_publish_pending(bool at_once) {
   }
   bool expected = true;
   if (!g_seg_state.pending.compare_exchange_strong(expected, false, std::memory_order_acq_rel)) return;
+  drop_parent_view();
   Segment* s = create_file();
   if (s == nullptr) return;  // warned; stays local
   // Threads attaching or detaching meanwhile would change the stand-in's slots after the

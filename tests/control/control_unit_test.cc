@@ -687,18 +687,19 @@ TEST_F(ControlShm, ForkChildGetsItsOwnSegmentWithTheParentsKnobs) {
         local->header.tiny_class_size[4] != kSizes[4] || local->header.ready.load() != 1)
       bad |= 2048;
     thread_count(&t, proto::Tier::Pool, proto::ThreadCounter::Allocs, 5);
-    // The parent's segment stays mapped until the child's first check (a child that execs
-    // at once spares the system call), though nothing writes into it any more.
+    // The parent's segment stays mapped until the child publishes (a child that execs or
+    // exits before spares the system call), though nothing writes into it any more.
     if (parent_seg->header.magic != proto::kMagic) bad |= 16384;
     // The first periodic check only starts the clock: a child that execs or exits within
     // kChildPublishDelayNs (a shell's command) never creates a file.
     if (control_poll(&t) || control_segment_is_shared() || access(expected_path(getpid()).c_str(), F_OK) == 0)
       bad |= 8192;
-    // And replaces the parent's mapping with private zero pages.
-    if (parent_seg->header.magic != 0) bad |= 32768;
+    if (parent_seg->header.magic != proto::kMagic) bad |= 16384;
     usleep(kChildPublishDelayNs / 1000 + 20000);
-    // The first check after that creates the child's own file, carrying what was counted.
+    // The first check after that creates the child's own file, carrying what was counted,
+    // and replaces the parent's mapping with private zero pages.
     if (!control_poll(&t)) bad |= 32;
+    if (parent_seg->header.magic != 0) bad |= 32768;
     proto::Segment* s = control_segment_ptr();
     if (!control_segment_is_shared() || std::string(control_segment_path()) != expected_path(getpid())) bad |= 64;
     if (s->header.pid != getpid() || t.slot != &s->threads[0]) bad |= 128;
