@@ -65,6 +65,10 @@ struct alignas(128) SegmentState {
   // or a fork child still has its parent's segment mapped.
   std::atomic<bool> pending;
   bool shared;  // seg is this process's own file
+  // g_local has served as the live segment (a stand-in, or without a file): its rules, site
+  // entries and thread slots may hold counts; else only the global figures counted before
+  // the segment existed, which a fork child's copy of its parent's overwrites. Sticky.
+  bool local_served;
   // Serialises what moves thread slots between segments or changes their owners: a
   // thread's attach and detach, and the publication of a pending segment (whose copy of
   // the slots and of threads_live must not miss an attach or a detach that lands in the

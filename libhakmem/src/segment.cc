@@ -27,7 +27,7 @@ constinit Segment g_local{};
 }  // namespace
 
 // One line that a fork child writes (control.h).
-constinit SegmentState g_seg_state{&g_local, nullptr, 0, 0, false, false, {}};
+constinit SegmentState g_seg_state{&g_local, nullptr, 0, 0, false, false, false, {}};
 
 namespace {
 
@@ -303,6 +303,7 @@ void control_segment_open(bool shared, const uint32_t* tiny_class_sizes, uint32_
     if (!again) copy_runtime(s, g_local);
   }
   publish(s, tiny_class_sizes, tiny_class_count, env_mask, generation);
+  if (s == &g_local) g_seg_state.local_served = true;
   g_seg_state.seg.store(s, std::memory_order_release);
   if (later) {
     g_seg_state.publish_after_ns.store(0, std::memory_order_relaxed);
@@ -325,17 +326,23 @@ void control_segment_reopen_in_child() {
   // mapped and cached bytes, and the per-thread counts whose difference is the live bytes
   // (zeroing them made the child's gauges run below zero as it freed inherited blocks).
   // Only slot ownership starts over: the parent's other threads do not exist here.
-  // The stand-in is a fresh mapping, zero and untouched: g_local still holds what the
-  // parent counted before its segment existed, and clearing it first read all 512 site
-  // entries (96 KiB) and wrote the rest, 36 page faults in every child; fork+waitpid of a
-  // child that mallocs once took 409 us (glibc 221), now 300.
+  // The stand-in is g_local when it never served as a live segment (a parent that created
+  // its file at its start): its rules, site entries and slots are still zero, and the
+  // global figures it counted before that file existed are overwritten by the copy. Else
+  // it is a fresh mapping, zero and untouched: clearing g_local first read all 512 site
+  // entries (96 KiB) and wrote the rest, 36 page faults in every child (fork+waitpid of a
+  // child that mallocs once: 409 us, glibc 221), and the mapping, its system call and its
+  // unmapping at exit, cost 7-14 us of a 220 us fork+waitpid.
   Segment* local = &g_local;
   if (old != &g_local) {
-    int err = 0;
-    if (void* m = os_map(sizeof(Segment), 0, false, &err)) local = static_cast<Segment*>(m);
-    else clear_runtime(&g_local);
+    if (g_seg_state.local_served) {
+      int err = 0;
+      if (void* m = os_map(sizeof(Segment), 0, false, &err)) local = static_cast<Segment*>(m);
+      else clear_runtime(&g_local);
+    }
     copy_runtime(local, *old);
   }
+  if (local == &g_local && !g_seg_state.local_served) g_seg_state.local_served = true;
   release_slots(local);
   publish_inherited(local, *old);
   g_seg_state.seg.store(local, std::memory_order_release);
