@@ -342,7 +342,7 @@ void control_segment_reopen_in_child() {
     }
     copy_runtime(local, *old);
   }
-  if (local == &g_local && !g_seg_state.local_served) g_seg_state.local_served = true;
+  if (local == &g_local) g_seg_state.local_served = true;  // on the line the child writes anyway
   release_slots(local);
   publish_inherited(local, *old);
   g_seg_state.seg.store(local, std::memory_order_release);
